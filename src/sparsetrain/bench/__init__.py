@@ -1,0 +1,1 @@
+"""Benchmark harnesses (run them through the thin scripts in ``benchmarks/``)."""

@@ -1,0 +1,5 @@
+"""Packed weight formats: pack from (weight, mask), unpack to dense, strict validators."""
+from .conv_csr import ConvCSR
+from .csr import CSR
+
+__all__ = ["CSR", "ConvCSR"]

@@ -1,0 +1,117 @@
+"""The two SparseProp kernels every stride-1 layer reduces to: sparse rows times contiguous runs.
+
+A "run" layout puts the vectorised dimension last and contiguous: for a linear layer it is the
+batch (rows of X^T); for a stride-1 convolution on a zero-padded input it is a whole flattened
+output plane (paper section 3.3; see ops/conv.py), so every nonzero touches one contiguous stream.
+
+* ``spmm_runs``  y[g, r*Lout + t0 + q] = bias[r] + sum_{p in row r} vals[p] * x[g, off[p] + t0 + q]
+  for q in [0, n). Serves the forward pass and, on the transposed structure, the input gradient.
+  Parallel over (group, tile, row) triples: each writes its own output slice, so no thread
+  synchronises with another inside the pass.
+* ``sddmm_runs`` dw[p] = sum_g sum_{q<n} gy[g, r*Lout + g0 + q] * x[g, off[p] + q]: the weight gradient
+  at the nonzeros only. Parallel over contiguous row blocks (a nonzero belongs to one row).
+
+Both sweep four nonzeros at once (one load/store of the accumulator per four FMAs) and tile the
+run so the part of ``x`` a tile touches stays in L2. Inner ranges are unsigned: numba's
+negative-index check on signed indices stops LLVM from vectorising. No torch import here.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+JIT = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+
+
+@njit(**JIT)
+def spmm_runs(x, ptr, off, vals, bias, y, t0, n, tile):
+    """Sparse rows times runs; see the module docstring. ``x`` (G, Lx), ``y`` (G, R*Lout)."""
+    G = x.shape[0]
+    R = ptr.shape[0] - 1
+    Lout = y.shape[1] // R if R else 0
+    ntiles = (n + tile - 1) // tile
+    for task in prange(G * ntiles * R):
+        g = task // (ntiles * R)
+        rest = task - g * ntiles * R
+        bt = rest // R
+        r = rest - bt * R
+        q0 = t0 + bt * tile
+        m = np.uint64(min(tile, n - bt * tile))
+        xr = x[g]
+        yr = y[g]
+        yb = np.uint64(r * Lout + q0)
+        bo = bias[r]
+        for q in range(m):
+            yr[yb + q] = bo
+        p = ptr[r]
+        end = ptr[r + 1]
+        while p + 4 <= end:
+            o0 = np.uint64(off[p] + q0)
+            o1 = np.uint64(off[p + 1] + q0)
+            o2 = np.uint64(off[p + 2] + q0)
+            o3 = np.uint64(off[p + 3] + q0)
+            w0 = vals[p]
+            w1 = vals[p + 1]
+            w2 = vals[p + 2]
+            w3 = vals[p + 3]
+            for q in range(m):
+                yr[yb + q] += w0 * xr[o0 + q] + w1 * xr[o1 + q] + w2 * xr[o2 + q] + w3 * xr[o3 + q]
+            p += 4
+        while p < end:
+            o0 = np.uint64(off[p] + q0)
+            w0 = vals[p]
+            for q in range(m):
+                yr[yb + q] += w0 * xr[o0 + q]
+            p += 1
+
+
+@njit(**JIT)
+def sddmm_runs(x, gy, ptr, off, dw, g0, n, tile, parts):
+    """Weight gradient at the nonzeros; see the module docstring (row r's run starts at
+    ``r*Lout + g0`` in ``gy``). ``dw`` (nnz,) is overwritten."""
+    G = x.shape[0]
+    R = ptr.shape[0] - 1
+    Lout = gy.shape[1] // R if R else 0
+    ntiles = (n + tile - 1) // tile
+    for part in prange(parts):
+        r_lo = part * R // parts
+        r_hi = (part + 1) * R // parts
+        for p in range(ptr[r_lo], ptr[r_hi]):
+            dw[p] = 0.0
+        for g in range(G):
+            xr = x[g]
+            gr = gy[g]
+            for bt in range(ntiles):
+                q0 = bt * tile
+                m = np.uint64(min(tile, n - q0))
+                for r in range(r_lo, r_hi):
+                    gb = np.uint64(r * Lout + g0 + q0)
+                    p = ptr[r]
+                    end = ptr[r + 1]
+                    while p + 4 <= end:
+                        o0 = np.uint64(off[p] + q0)
+                        o1 = np.uint64(off[p + 1] + q0)
+                        o2 = np.uint64(off[p + 2] + q0)
+                        o3 = np.uint64(off[p + 3] + q0)
+                        a0 = dw[p]  # carries the dtype and the sum over earlier tiles
+                        a1 = dw[p + 1]
+                        a2 = dw[p + 2]
+                        a3 = dw[p + 3]
+                        for q in range(m):
+                            gv = gr[gb + q]
+                            a0 += gv * xr[o0 + q]
+                            a1 += gv * xr[o1 + q]
+                            a2 += gv * xr[o2 + q]
+                            a3 += gv * xr[o3 + q]
+                        dw[p] = a0
+                        dw[p + 1] = a1
+                        dw[p + 2] = a2
+                        dw[p + 3] = a3
+                        p += 4
+                    while p < end:
+                        o0 = np.uint64(off[p] + q0)
+                        a0 = dw[p]
+                        for q in range(m):
+                            a0 += gr[gb + q] * xr[o0 + q]
+                        dw[p] = a0
+                        p += 1

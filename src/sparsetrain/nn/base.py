@@ -1,0 +1,86 @@
+"""Behaviour shared by the packed sparse layers: backends, state_dict resizing, the mask protocol."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+BACKENDS = ("sparse-cpu", "dense")
+
+
+def check_backend(backend: str, allowed: tuple[str, ...] = BACKENDS) -> str:
+    if backend not in allowed:
+        raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
+    return backend
+
+
+class PackedSparseModule(nn.Module):
+    """Base of SparseLinear/SparseConv2d: ``values`` is the only weight parameter (nnz-sized); the
+    index tensors are buffers. Subclasses define ``_format()`` and ``_index_names``."""
+
+    _index_names: tuple[str, ...] = ()
+    backend: str
+
+    def _format(self):
+        raise NotImplementedError
+
+    def _set_format(self, fmt) -> None:
+        """Install a packed format: values become the parameter, indices the buffers."""
+        self.values = nn.Parameter(fmt.values.detach().clone())
+        for name in self._index_names:
+            self.register_buffer(name, getattr(fmt, name).clone())
+
+    # --- the layer protocol used by algorithms (DESIGN decision 3) -------------------------------
+    @property
+    def nnz(self) -> int:
+        return int(self.values.numel())
+
+    @property
+    def density(self) -> float:
+        """Fraction of weight positions kept."""
+        total = 1
+        for s in self.weight_shape:
+            total *= s
+        return self.nnz / total if total else 0.0
+
+    def mask(self) -> torch.Tensor:
+        """Bool mask of the kept weight positions."""
+        return self._format().mask()
+
+    def dense_weight(self) -> torch.Tensor:
+        """Dense weight tensor (zeros where pruned); differentiable with respect to ``values``."""
+        return self._format().to_dense(self.values)
+
+    def set_mask(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Repack with a new ``mask``, keeping the current values (or ``weight``) at kept positions."""
+        w = self.dense_weight().detach() if weight is None else weight.detach()
+        fmt = type(self._format()).pack(w.to(self.values.dtype), mask)
+        with torch.no_grad():
+            self._set_format(fmt)
+
+    def _use_dense(self, x: torch.Tensor) -> bool:
+        if self.backend == "dense":
+            return True
+        if x.device.type != "cpu":
+            if not getattr(self, "_warned_device", False):
+                warnings.warn(f"{type(self).__name__}: sparse-cpu kernels need CPU tensors; input on {x.device} "
+                              "runs the masked dense reference instead", stacklevel=3)
+                self._warned_device = True
+            return True
+        return False
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint may hold another mask: adopt its nnz and index shapes before copying
+        for name in ("values",) + self._index_names:
+            key = prefix + name
+            if key in state_dict:
+                cur = getattr(self, name)
+                new = state_dict[key]
+                if cur.shape != new.shape:
+                    blank = torch.empty(new.shape, dtype=cur.dtype, device=cur.device)
+                    if name == "values":
+                        self.values = nn.Parameter(blank, requires_grad=cur.requires_grad)
+                    else:
+                        setattr(self, name, blank)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,32 @@
+"""Checks shared by the autograd ops."""
+from __future__ import annotations
+
+import torch
+
+
+def check_cpu_input(x: torch.Tensor, values: torch.Tensor, layer: str) -> None:
+    """The sparse CPU kernels need a CPU input of the weights' floating dtype."""
+    if x.device.type != "cpu":
+        raise RuntimeError(f"{layer}: the sparse-cpu backend needs CPU tensors, got input on {x.device}; "
+                           "use backend='dense' (or 'auto') on other devices")
+    if x.dtype != values.dtype:
+        raise TypeError(f"{layer}: input dtype {x.dtype} does not match weight dtype {values.dtype}; "
+                        "convert the module with .to(dtype) or the input, nothing is downcast silently")
+
+
+def np_view(t: torch.Tensor):
+    """Zero-copy NumPy view of a CPU tensor (detached)."""
+    return t.detach().numpy()
+
+
+def transposed(t: torch.Tensor) -> torch.Tensor:
+    """Contiguous ``t.t()`` of a 2-D tensor: free when ``t`` is already a transposed view."""
+    if t.t().is_contiguous():
+        return t.t()
+    out = t.new_empty(t.shape[1], t.shape[0])
+    if t.numel():
+        from ..kernels.cpu import transpose_into
+        from .threads import sync_threads
+        sync_threads()
+        transpose_into(np_view(t), out.numpy())
+    return out

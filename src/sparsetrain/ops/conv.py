@@ -1,0 +1,215 @@
+"""Autograd op for a ConvCSR-sparse conv2d on the SparseProp CPU kernels (two layouts)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, sddmm_runs,
+                           spmm_runs)
+from .common import check_cpu_input, np_view
+from .plan import cached, transpose_structure
+from .threads import sync_threads
+
+VARIANTS = ("batch-last", "over-width")
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Stride, explicit zero padding (top, bottom, left, right), dilation, groups and kernel size."""
+
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    kernel: tuple[int, int]
+
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        (sh, sw), (pt, pb, pl, pr), (dh, dw), (kh, kw) = self.stride, self.padding, self.dilation, self.kernel
+        return ((h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1)
+
+    def kernel_args(self) -> tuple[int, ...]:
+        return (self.stride[0], self.stride[1], self.padding[0], self.padding[2],
+                self.dilation[0], self.dilation[1], self.groups)
+
+
+_RUN_TILE = 1024  # output-run elements per task: several tasks per plane keep both threads busy
+
+
+def _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v):
+    """Offsets of every nonzero in the padded run layout and the by-channel (transposed) structure."""
+    def build():
+        lin = hp * wp * v
+        spatial = kh.long() * (geo.dilation[0] * wp * v) + kw.long() * (geo.dilation[1] * v)
+        off = chan * lin + spatial
+        OC = och.numel() - 1
+        oc = torch.repeat_interleave(torch.arange(OC), och[1:] - och[:-1])
+        t_ptr, perm = transpose_structure(chan, C)
+        smax = (geo.dilation[0] * (geo.kernel[0] - 1) * wp + geo.dilation[1] * (geo.kernel[1] - 1)) * v
+        lg = smax + lin  # a gradient plane with smax zeros in front: every shifted read stays inside
+        offT = (oc * lg + smax - spatial)[perm]
+        return off, t_ptr, perm, offT, smax, lg
+    return cached(plan, ("conv", C, hp, wp, v), build)
+
+
+def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
+    """Stride-1 forward on the zero-padded input (one contiguous run per nonzero)."""
+    chan, kh, kw, plan = runs
+    B, C, H, W = x.shape
+    pt, pb, pl, pr = geo.padding
+    hp, wp = H + pt + pb, W + pl + pr
+    OH, OW = geo.out_size(H, W)
+    if variant == "batch-last":
+        xp = x.new_zeros(C, hp, wp, B)
+        xp[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
+        G, v = 1, B
+    else:
+        xp = x.new_zeros(B, C, hp, wp)
+        xp[:, :, pt:pt + H, pl:pl + W] = x
+        G, v = B, 1
+    layout = _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v)
+    n = ((OH - 1) * wp + OW) * v
+    y = x.new_empty(G, out_channels * OH * wp * v)
+    b = bias.detach() if bias is not None else x.new_zeros(out_channels)
+    sync_threads()
+    spmm_runs(np_view(xp.view(G, -1)), np_view(och), np_view(layout[0]), np_view(values), np_view(b),
+              y.numpy(), 0, n, _RUN_TILE)
+    if variant == "batch-last":
+        out = y.view(out_channels, OH, wp, B)[:, :, :OW, :].permute(3, 0, 1, 2)
+    else:
+        out = y.view(B, out_channels, OH, wp)[..., :OW]
+    return out, xp, layout
+
+
+def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw):
+    """Stride-1 backward: dX by the transposed structure (parallel over input channels), dW by SDDMM."""
+    B, C, H, W = shape
+    pt, pl = geo.padding[0], geo.padding[2]
+    OC, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    off, t_ptr, perm, offT, smax, lg = layout
+    threads = sync_threads()
+    if variant == "batch-last":
+        hp, wp, v, G = xp.shape[1], xp.shape[2], B, 1
+        gy = dy.new_zeros(1, OC, lg)
+        gy[0, :, smax:smax + OH * wp * v].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
+    else:
+        hp, wp, v, G = xp.shape[2], xp.shape[3], 1, B
+        gy = dy.new_zeros(B, OC, lg)
+        gy[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
+    gy = gy.view(G, -1)
+    x2 = xp.view(G, -1)
+    dx = dw = None
+    if need_dx:
+        dxp = xp.new_empty(G, C * hp * wp * v)
+        t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
+        n = ((H - 1) * wp + W) * v
+        spmm_runs(np_view(gy), np_view(t_ptr), np_view(offT), np_view(values[perm]), np_view(xp.new_zeros(C)),
+                  dxp.numpy(), t0, n, _RUN_TILE)
+        if variant == "batch-last":
+            dx = dxp.view(C, hp, wp, B)[:, pt:pt + H, pl:pl + W, :].permute(3, 0, 1, 2)
+        else:
+            dx = dxp.view(B, C, hp, wp)[:, :, pt:pt + H, pl:pl + W]
+    if need_dw:
+        dw = torch.empty_like(values)
+        n = ((OH - 1) * wp + OW) * v
+        sddmm_runs(np_view(x2), np_view(gy), np_view(och), np_view(off), dw.numpy(), smax, n, _RUN_TILE,
+                   max(1, min(threads, OC)))
+    return dx, dw
+
+class SparseConv2dFunction(torch.autograd.Function):
+    """Conv2d with a ConvCSR weight; ``variant`` picks the batch-last or over-width kernels."""
+
+    @staticmethod
+    def forward(ctx, x, values, och, ich, kh, kw, bias, geo: ConvGeometry, out_channels: int, variant: str,
+                runs: tuple | None):
+        B, C, H, W = x.shape
+        OH, OW = geo.out_size(H, W)
+        if OH <= 0 or OW <= 0:
+            raise ValueError(f"SparseConv2d: input spatial size {(H, W)} is too small for kernel {geo.kernel}, "
+                             f"dilation {geo.dilation} and padding {geo.padding}")
+        ctx.geo, ctx.variant, ctx.has_bias, ctx.shape = geo, variant, bias is not None, (B, C, H, W)
+        ctx.runs = runs is not None and B > 0 and values.numel() > 0
+        if ctx.runs:
+            y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
+            ctx.save_for_backward(xp, values, och)
+            ctx.layout = layout
+            return y
+        b = bias.detach() if bias is not None else torch.zeros(out_channels, dtype=x.dtype)
+        idx = (np_view(och), np_view(ich), np_view(kh), np_view(kw), np_view(values), np_view(b))
+        if variant == "batch-last":
+            xl = x.permute(1, 2, 3, 0).contiguous()  # free when x is a batch-last view already
+            yl = torch.empty(out_channels, OH, OW, B, dtype=x.dtype)
+            if B:
+                sync_threads()
+                conv_forward_bl(np_view(xl), *idx, yl.numpy(), geo.kernel_args())
+            y = yl.permute(3, 0, 1, 2)
+        else:
+            xl = x.contiguous()
+            y = torch.empty(B, out_channels, OH, OW, dtype=x.dtype)
+            if B:
+                sync_threads()
+                conv_forward_ow(np_view(xl), *idx, y.numpy(), geo.kernel_args())
+        ctx.save_for_backward(xl, values, och, ich, kh, kw)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        if ctx.runs:
+            xp, values, och = ctx.saved_tensors
+            dx, dw = _backward_runs(dy, xp, values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
+                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+            db = dy.sum((0, 2, 3)) if ctx.has_bias else None
+            return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None
+        xl, values, och, ich, kh, kw = ctx.saved_tensors
+        geo, nnz = ctx.geo, values.numel()
+        idx = (np_view(och), np_view(ich), np_view(kh), np_view(kw), np_view(values))
+        if ctx.variant == "batch-last":
+            C, H, W, B = xl.shape
+            gl = dy.permute(1, 2, 3, 0).contiguous()
+            if B and nnz:
+                n = sync_threads()
+                parts = max(1, min(n, och.numel() - 1))
+                dx_part = torch.empty(parts, xl.numel(), dtype=xl.dtype)
+                dw = torch.empty_like(values)
+                conv_backward_bl(np_view(xl), np_view(gl), *idx, dx_part.numpy(), dw.numpy(), geo.kernel_args())
+                dxl = (dx_part[0] if parts == 1 else dx_part.sum(0)).view(C, H, W, B)
+            else:
+                dxl, dw = torch.zeros_like(xl), torch.zeros_like(values)
+            dx = dxl.permute(3, 0, 1, 2)
+            db = gl.sum((1, 2, 3)) if ctx.has_bias else None
+        else:
+            B = xl.shape[0]
+            g = dy.contiguous()
+            if B and nnz:
+                n = sync_threads()
+                parts = max(1, min(n, B))
+                dx = torch.empty_like(xl)
+                dw_part = torch.empty(parts, nnz, dtype=values.dtype)
+                conv_backward_ow(np_view(xl), np_view(g), *idx, dx.numpy(), dw_part.numpy(), geo.kernel_args())
+                dw = dw_part[0] if parts == 1 else dw_part.sum(0)
+            else:
+                dx, dw = torch.zeros_like(xl), torch.zeros_like(values)
+            db = g.sum((0, 2, 3)) if ctx.has_bias else None
+        return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None
+
+
+def sparse_conv2d(x: torch.Tensor, values: torch.Tensor, och: torch.Tensor, ich: torch.Tensor, kh: torch.Tensor,
+                  kw: torch.Tensor, bias: torch.Tensor | None, geo: ConvGeometry, out_channels: int,
+                  variant: str, chan: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+    """Sparse conv2d of a 4-D (or unbatched 3-D) input with explicit zero padding in ``geo``.
+
+    With ``chan`` (the activation channel of every nonzero) and stride 1, the padded-run kernels
+    are used; ``cache`` (a ``Plan`` owned by the caller) keeps their offsets between calls."""
+    check_cpu_input(x, values, "SparseConv2d")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if x.dim() == 3:
+        return sparse_conv2d(x.unsqueeze(0), values, och, ich, kh, kw, bias, geo, out_channels, variant,
+                             chan, cache)[0]
+    if x.dim() != 4:
+        raise ValueError(f"SparseConv2d expects input of shape (N, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+    expected = (ich.shape[1] - 1) * geo.groups
+    if x.shape[1] != expected:
+        raise ValueError(f"SparseConv2d expects {expected} input channels, got input of shape {tuple(x.shape)}")
+    runs = (chan, kh, kw, cache) if chan is not None and geo.stride == (1, 1) else None
+    return SparseConv2dFunction.apply(x, values, och, ich, kh, kw, bias, geo, out_channels, variant, runs)

@@ -1,0 +1,152 @@
+"""SparseConv2d (both kernel layouts) against dense nn.Conv2d autograd."""
+import pytest
+import torch
+from helpers import compare, masked_
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from sparsetrain import SparseConv2d
+
+D = torch.float64
+VARIANTS = ["batch-last", "over-width"]
+
+
+def make(cin, cout, k, sparsity=0.8, seed=0, variant="batch-last", dtype=D, empty_rows=0, **kw):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, k, dtype=dtype, **kw)
+    mask = masked_(conv, sparsity, seed, empty_rows)
+    return SparseConv2d.from_dense(conv, mask, variant=variant), conv
+
+
+GEOMETRIES = [
+    dict(k=3, padding=1),
+    dict(k=3, padding=0),
+    dict(k=3, stride=2, padding=1),
+    dict(k=3, stride=3),
+    dict(k=(3, 1), padding=(1, 0)),
+    dict(k=(1, 5), padding=(0, 2), stride=(1, 2)),
+    dict(k=3, dilation=2, padding=2),
+    dict(k=3, padding="same"),
+    dict(k=4, padding="same", dilation=(1, 2)),  # even kernel: PyTorch pads the extra cell at the end
+    dict(k=3, padding="valid"),
+    dict(k=1),
+    dict(k=5, padding=2, bias=False),
+    dict(k=3, padding=1, padding_mode="reflect"),
+    dict(k=3, padding=1, padding_mode="circular", stride=2),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("geo", GEOMETRIES, ids=lambda g: ",".join(f"{k}={v}" for k, v in g.items()))
+def test_geometries(variant, geo):
+    geo = dict(geo)
+    k = geo.pop("k")
+    s, d = make(6, 10, k, variant=variant, **geo)
+    compare(s, d, torch.randn(3, 6, 11, 9, dtype=D))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batch", [1, 5, 12, 17])
+def test_batch_sizes_and_sum_loss(variant, batch):
+    s, d = make(8, 12, 3, padding=1, variant=variant, seed=batch)
+    compare(s, d, torch.randn(batch, 8, 7, 7, dtype=D), grad_fn=lambda y: y.sum())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95, 1.0])
+def test_sparsity_extremes(variant, sparsity):
+    s, d = make(5, 7, 3, sparsity, padding=1, variant=variant)
+    compare(s, d, torch.randn(4, 5, 6, 6, dtype=D))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_output_channels_with_no_nonzeros(variant):
+    s, d = make(6, 9, 3, 0.7, padding=1, variant=variant, empty_rows=4)
+    compare(s, d, torch.randn(2, 6, 8, 8, dtype=D))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("groups", [2, 4])
+def test_groups_and_depthwise(variant, groups):
+    s, d = make(4, 8, 3, 0.5, padding=1, groups=groups, variant=variant)
+    compare(s, d, torch.randn(3, 4, 7, 6, dtype=D))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_channels_last_and_non_contiguous_inputs(variant):
+    s, d = make(6, 8, 3, padding=1, variant=variant)
+    x = torch.randn(3, 6, 9, 9, dtype=D)
+    compare(s, d, x.to(memory_format=torch.channels_last))
+    compare(s, d, torch.randn(3, 6, 18, 9, dtype=D)[:, :, ::2])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_asymmetric_padding(variant):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, dtype=D)
+    masked_(conv, 0.6)
+    s = SparseConv2d.from_dense(conv, variant=variant)
+    s = SparseConv2d(4, 6, 3, padding=(2, 0, 1, 3), mask=s.mask(), variant=variant, dtype=D)
+    with torch.no_grad():
+        s.values.copy_(conv.weight[s.mask()])
+        s.bias.copy_(conv.bias)
+    ref = nn.Sequential(nn.ZeroPad2d((2, 0, 1, 3)), conv)
+    x = torch.randn(2, 4, 7, 8, dtype=D, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    torch.testing.assert_close(s(x), ref(x2))
+    s(x).sum().backward()
+    ref(x2).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(s.values.grad, conv.weight.grad[s.mask()])
+    dense = s.to_dense()
+    torch.testing.assert_close(dense(x), s(x))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_empty_batch_and_unbatched_input(variant):
+    s, d = make(3, 4, 3, padding=1, variant=variant)
+    compare(s, d, torch.randn(0, 3, 5, 5, dtype=D))
+    compare(s, d, torch.randn(3, 5, 5, dtype=D))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_more_than_32767_nonzeros_in_one_output_channel(variant):
+    s, d = make(4000, 2, 3, 0.0, padding=1, variant=variant)  # 36,000 nonzeros per output channel
+    assert s.nnz == 2 * 4000 * 9
+    compare(s, d, torch.randn(1, 4000, 3, 3, dtype=D), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float32_close_to_dense(variant):
+    s, d = make(32, 48, 3, 0.9, padding=1, variant=variant, dtype=torch.float32)
+    compare(s, d, torch.randn(8, 32, 10, 10), rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cin=st.integers(1, 9), cout=st.integers(1, 9), kh=st.integers(1, 4), kw=st.integers(1, 4),
+       h=st.integers(4, 12), w=st.integers(4, 12), b=st.integers(1, 6), stride=st.integers(1, 3),
+       pad=st.integers(0, 2), dil=st.integers(1, 2), sparsity=st.floats(0.0, 0.99),
+       variant=st.sampled_from(VARIANTS), seed=st.integers(0, 9999))
+def test_random_geometries(cin, cout, kh, kw, h, w, b, stride, pad, dil, sparsity, variant, seed):
+    if h + 2 * pad < dil * (kh - 1) + 1 or w + 2 * pad < dil * (kw - 1) + 1:
+        return
+    s, d = make(cin, cout, (kh, kw), sparsity, seed, variant, stride=stride, padding=pad, dilation=dil)
+    compare(s, d, torch.randn(b, cin, h, w, dtype=D, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_heuristic_variant_and_dense_backend():
+    s, d = make(4, 6, 3, padding=1, variant=None)
+    assert s.choose_variant(torch.zeros(1, 4, 7, 7)) == "batch-last"
+    assert s.choose_variant(torch.zeros(1, 4, 32, 32)) == "over-width"
+    compare(s, d, torch.randn(2, 4, 32, 32, dtype=D))
+    s.backend = "dense"
+    compare(s, d, torch.randn(2, 4, 7, 7, dtype=D))
+
+
+def test_input_too_small_and_wrong_channels_are_clear_errors():
+    s, _ = make(4, 6, 5)
+    with pytest.raises(ValueError, match="too small"):
+        s(torch.randn(1, 4, 3, 3, dtype=D))
+    with pytest.raises(ValueError, match="input channels"):
+        s(torch.randn(1, 5, 8, 8, dtype=D))

@@ -1,0 +1,123 @@
+"""SparseLinear against dense nn.Linear autograd: output, dX, dW at the nonzeros, bias gradient."""
+import pytest
+import torch
+from helpers import compare, masked_
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from sparsetrain import SparseLinear
+
+D = torch.float64
+
+
+def make(k, m, sparsity, bias=True, seed=0, empty_rows=0, dtype=D):
+    torch.manual_seed(seed)
+    lin = nn.Linear(k, m, bias=bias, dtype=dtype)
+    mask = masked_(lin, sparsity, seed, empty_rows)
+    return SparseLinear.from_dense(lin, mask), lin
+
+
+@pytest.mark.parametrize("batch", [1, 5, 12, 17, 64])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99])
+def test_batches_and_sparsities(batch, sparsity):
+    s, d = make(33, 47, sparsity, seed=batch)
+    compare(s, d, torch.randn(batch, 33, dtype=D))
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 70), m=st.integers(1, 70), b=st.integers(1, 40), sparsity=st.floats(0.0, 0.999),
+       bias=st.booleans(), seed=st.integers(0, 10_000))
+def test_random_shapes(k, m, b, sparsity, bias, seed):
+    s, d = make(k, m, sparsity, bias, seed)
+    compare(s, d, torch.randn(b, k, dtype=D, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_full_sparsity_gives_bias_only():
+    s, d = make(20, 10, 1.0)
+    assert s.nnz == 0
+    y = compare(s, d, torch.randn(4, 20, dtype=D))
+    torch.testing.assert_close(y, d.bias.detach().expand(4, 10))
+
+
+def test_rows_with_no_nonzeros():
+    s, d = make(30, 25, 0.7, empty_rows=11)
+    compare(s, d, torch.randn(9, 30, dtype=D))
+
+
+def test_loss_sum_and_leading_dims():
+    s, d = make(16, 12, 0.8)
+    compare(s, d, torch.randn(3, 4, 5, 16, dtype=D), grad_fn=lambda y: y.sum())
+
+
+def test_one_dimensional_input():
+    s, d = make(16, 12, 0.8)
+    compare(s, d, torch.randn(16, dtype=D))
+
+
+def test_non_contiguous_inputs():
+    s, d = make(24, 18, 0.85)
+    base = torch.randn(24, 40, dtype=D)
+    compare(s, d, base.t())  # a transposed view
+    compare(s, d, torch.randn(10, 48, dtype=D)[:, ::2])  # strided columns
+
+
+def test_chained_layers_pass_transposed_views():
+    s1, d1 = make(20, 30, 0.8, seed=1)
+    s2, d2 = make(30, 10, 0.8, seed=2)
+    x = torch.randn(7, 20, dtype=D)
+    ys = s2(torch.relu(s1(x)))
+    yd = d2(torch.relu(d1(x)))
+    torch.testing.assert_close(ys, yd)
+    ys.sum().backward()
+    yd.sum().backward()
+    torch.testing.assert_close(s1.values.grad, d1.weight.grad[s1.mask()])
+
+
+def test_empty_batch():
+    s, d = make(8, 6, 0.5)
+    compare(s, d, torch.randn(0, 8, dtype=D))
+
+
+def test_input_without_grad_still_trains_weights():
+    s, d = make(8, 6, 0.5)
+    compare(s, d, torch.randn(5, 8, dtype=D), needs_x_grad=False)
+
+
+def test_float32_close_to_float64_reference():
+    s, d = make(300, 200, 0.9, dtype=torch.float32)
+    compare(s, d, torch.randn(64, 300), rtol=1e-4, atol=1e-5)
+
+
+def test_dtype_mismatch_is_refused_not_downcast():
+    s, _ = make(8, 6, 0.5, dtype=torch.float32)
+    with pytest.raises(TypeError, match="dtype"):
+        s(torch.randn(3, 8, dtype=torch.float64))
+
+
+def test_wrong_in_features_names_the_size():
+    s, _ = make(8, 6, 0.5)
+    with pytest.raises(ValueError, match="last dimension 8"):
+        s(torch.randn(3, 9, dtype=D))
+
+
+def test_dense_backend_matches():
+    s, d = make(20, 10, 0.8)
+    s.backend = "dense"
+    compare(s, d, torch.randn(6, 20, dtype=D))
+
+
+def test_sgd_step_matches_masked_dense_step():
+    s, d = make(12, 8, 0.75)
+    mask = s.mask()
+    x = torch.randn(4, 12, dtype=D)
+    for mod in (s, d):
+        opt = torch.optim.SGD(mod.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(2):
+            opt.zero_grad()
+            mod(x).pow(2).sum().backward()
+            if mod is d:
+                d.weight.grad.mul_(mask)  # what a masked dense trainer does
+            opt.step()
+    torch.testing.assert_close(s.to_dense().weight, d.weight)
+    assert len(s.values) == int(mask.sum())
