@@ -437,7 +437,7 @@ def summary_lines(rows: list[Row], threads: list[int], cases: list[Case], sparsi
                 cell = f"{best.speedup:.2f}x"
                 if have_sp:
                     cell += " | " + (f"{best.vs_sp:.2f}x" if best.vs_sp is not None else "n/a")
-                short = best.impl.replace("ours-auto", "auto").replace("ours/", "").replace("ours", "sp-cpu")
+                short = best.impl.replace("ours-auto", "auto").replace("ours/", "")
                 cell += f" [{short}]"
                 cells.append(f"{cell:>{CELL}}")
             out.append(f"  {c.name:<26}" + "".join(cells))
