@@ -150,3 +150,12 @@ def test_input_too_small_and_wrong_channels_are_clear_errors():
         s(torch.randn(1, 4, 3, 3, dtype=D))
     with pytest.raises(ValueError, match="input channels"):
         s(torch.randn(1, 5, 8, 8, dtype=D))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_repeated_steps_and_changing_batch_reuse_workspaces_correctly(variant):
+    s, d = make(5, 6, 3, 0.6, padding=1, variant=variant)
+    for batch in (3, 3, 2, 3):  # same shape twice (cached buffers reused), then a new shape, then back
+        s.zero_grad()
+        d.zero_grad()
+        compare(s, d, torch.randn(batch, 5, 6, 7, dtype=D))

@@ -85,3 +85,11 @@ def test_mask_errors_name_the_argument():
         CSR.pack(w, torch.ones(4, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="weight must be 4-D"):
         ConvCSR.pack(w)
+
+
+def test_plan_cache_is_bounded():
+    from sparsetrain.ops.plan import Plan
+    p = Plan()
+    for i in range(20):
+        p[i] = i
+    assert len(p) == Plan.limit and list(p) == list(range(20 - Plan.limit, 20))

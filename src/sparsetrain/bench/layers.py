@@ -13,7 +13,8 @@ Implementations per case (each on the same masked weight and the same input):
 
 Method: every implementation is checked against dense (output allclose rtol=atol=1e-4; input and weight
 gradients to a relative L2 error below 1e-4) and warmed up (``--warmup`` fwd+bwd, default 3). Then
-``--repeats`` interleaved rounds run each implementation once per round (the order rotates every round):
+``--repeats`` interleaved rounds run each implementation once per round (in a new seeded random order
+every round):
 a timed forward (autograd on, graph dropped), then a timed forward+backward whose backward part is also
 timed alone. ``fwd``/``bwd`` are medians, ``fwd+bwd`` is the median with [min-max]. Gradients are reset to
 None between steps (outside the timed region), as with ``zero_grad(set_to_none=True)``.
@@ -26,6 +27,7 @@ import argparse
 import gc
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -35,7 +37,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sparsetrain.nn import SparseConv2d, SparseLinear
@@ -270,10 +271,11 @@ def run_case(impls: list[Impl], x: torch.Tensor, warmup: int, repeats: int) -> N
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        n = len(impls)
-        for r in range(repeats):
-            for k in range(n):
-                impl = impls[(r + k) % n]
+        rng = random.Random(1234)
+        order = list(impls)
+        for _ in range(repeats):
+            rng.shuffle(order)  # vary each implementation's predecessor too (cache and thread-pool state)
+            for impl in order:
                 impl.fwd.append(_fwd(impl.module, x))
                 if not impl.fwd_only:
                     b, t = _fwd_bwd(impl.module, x, gy)
@@ -350,11 +352,43 @@ def rows_for(case: Case, sparsity: float, density: float, threads: int, impls: l
     return rows
 
 
-def _loadavg():
+class ForeignLoad:
+    """CPU time used by *other* processes while a block runs: system busy time (/proc/stat) minus this
+    process's CPU time, as a fraction of wall time x usable cores. Timings are suspect when it is high."""
+
+    def __init__(self) -> None:
+        self.t0 = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as fh:
+                v = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(v[:8]) - v[3] - v[4]  # everything but idle and iowait (steal counts as lost time)
+        t = os.times()
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), t.user + t.system
+
+    def fraction(self) -> float | None:
+        t1 = self._sample()
+        if t1 is None or self.t0 is None:
+            return None
+        wall = t1[0] - self.t0[0]
+        if wall <= 0:
+            return None
+        foreign = (t1[1] - self.t0[1]) - (t1[2] - self.t0[2])
+        return max(0.0, foreign) / (wall * (_usable_cores() or 1))
+
+
+FOREIGN_WARN = 0.10
+
+
+def _usable_cores() -> int:
     try:
-        return os.getloadavg()
-    except (OSError, AttributeError):
-        return None
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def machine_header(args, threads: list[int], sparsities: list[float], repeats: int, sp_err: str | None) -> list[str]:
@@ -374,10 +408,7 @@ def machine_header(args, threads: list[int], sparsities: list[float], repeats: i
         flags = ",".join(f for f in ("avx2", "fma", "avx512f") if f in fl)
     except OSError:
         pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
+    affinity = _usable_cores()
 
     def ver(pkg):
         try:
@@ -403,18 +434,20 @@ def machine_header(args, threads: list[int], sparsities: list[float], repeats: i
     if sp_err is not None:
         lines.append(f"NOTE: sparseprop not installed ({sp_err}); its columns are skipped. "
                      f"Install: {SPARSEPROP_INSTALL}")
-    load = _loadavg()
-    if load is not None:
-        lines.append(f"load average at start (1/5/15 min): {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}")
-        if load[0] > 0.5:
-            lines.append("WARNING: the machine is busy (1-min load > 0.5); other processes compete for the cores "
-                         "and OpenMP barriers make multi-threaded timings very noisy - rerun when it is idle")
+    probe = ForeignLoad()
+    time.sleep(1.0)
+    frac = probe.fraction()
+    if frac is not None:
+        lines.append(f"other processes' CPU use in the 1 s before start: {100 * frac:.0f}% of {_usable_cores()} cores")
+        if frac > FOREIGN_WARN:
+            lines.append("WARNING: the machine is busy; other processes compete for the cores and make (especially "
+                         "multi-threaded) timings very noisy - rerun when it is idle")
     if max(threads) > (affinity or 1):
         lines.append(f"WARNING: {max(threads)} threads requested but only {affinity} cores usable")
     return lines
 
 
-CELL = 29
+CELL = 33
 
 
 def summary_lines(rows: list[Row], threads: list[int], cases: list[Case], sparsities: list[float],
@@ -521,6 +554,7 @@ def main(argv=None) -> None:
     rows: list[Row] = []
     problems: list[str] = []
     notes: list[str] = []
+    busy_blocks = 0
     for t in args.threads:
         torch.set_num_threads(t)
         for case in cases:
@@ -529,13 +563,21 @@ def main(argv=None) -> None:
                 density = float(mask.float().mean())
                 impls = build_impls(case, dense, mask, x, sp_linear, sp_conv)
                 problems += verify(case, impls, mask, x)  # every (case, sparsity, threads): cheap, and ours-auto may differ
+                probe = ForeignLoad()
                 run_case(impls, x, warmup, repeats)
+                frac = probe.fraction()
                 new = rows_for(case, s, density, t, impls)
                 rows += new
                 for r in new:
                     print(fmt_row(r.cells()), flush=True)
                     if r.note:
                         notes.append(f"[{r.case} s={r.sparsity:g} thr={t} {r.impl}] {r.note}")
+                if frac is not None and frac > FOREIGN_WARN:
+                    msg = (f"[{case.name} s={s:g} thr={t}] other processes used {100 * frac:.0f}% of the cores "
+                           "while this block was timed: its timings are suspect")
+                    print("  ^ WARNING: " + msg.split("] ", 1)[1])
+                    notes.append(msg)
+                    busy_blocks += 1
                 print(flush=True)
 
     summary = summary_lines(rows, args.threads, cases, sparsities, sp_err is None)
@@ -548,6 +590,9 @@ def main(argv=None) -> None:
         print("\nTHIRD-PARTY CORRECTNESS PROBLEMS (timed anyway, excluded from 'vs sparseprop'):")
         for pr in sorted(set(problems)):
             print("  " + pr)
+    if busy_blocks:
+        print(f"\nWARNING: {busy_blocks} block(s) ran while other processes were busy (see NOTES); rerun those "
+              "on an idle machine (--cases/--sparsity/--threads select them)")
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write(markdown(header, rows, summary + (["", "NOTES:"] + notes if notes else [])))

@@ -19,11 +19,13 @@ def np_view(t: torch.Tensor):
     return t.detach().numpy()
 
 
-def transposed(t: torch.Tensor) -> torch.Tensor:
-    """Contiguous ``t.t()`` of a 2-D tensor: free when ``t`` is already a transposed view."""
+def transposed(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Contiguous ``t.t()`` of a 2-D tensor: free when ``t`` is already a transposed view; written
+    into ``out`` (a reusable workspace) when given."""
     if t.t().is_contiguous():
         return t.t()
-    out = t.new_empty(t.shape[1], t.shape[0])
+    if out is None:
+        out = t.new_empty(t.shape[1], t.shape[0])
     if t.numel():
         from ..kernels.cpu import transpose_into
         from .threads import sync_threads

@@ -52,6 +52,29 @@ def _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v):
     return cached(plan, ("conv", C, hp, wp, v), build)
 
 
+def _zero_frame(t: torch.Tensor, hdim: int, wdim: int, pads: tuple[int, int, int, int]) -> None:
+    """Zero only the padding frame of ``t`` (the interior is overwritten next): one pass, not two."""
+    pt, pb, pl, pr = pads
+    h, w = t.shape[hdim], t.shape[wdim]
+    for dim, lo, hi, n in ((hdim, pt, pb, h), (wdim, pl, pr, w)):
+        if lo:
+            t.narrow(dim, 0, lo).zero_()
+        if hi:
+            t.narrow(dim, n - hi, hi).zero_()
+
+
+def _gradient_workspace(plan, shape, like: torch.Tensor) -> torch.Tensor:
+    """A zeroed buffer kept across steps: backward writes only its interior, so the zero front, tail
+    and discarded columns stay zero and the buffer is never cleared again."""
+    key = ("gy", tuple(shape), like.dtype)
+    buf = plan.get(key) if plan is not None else None
+    if buf is None:
+        buf = like.new_zeros(shape)
+        if plan is not None:
+            plan[key] = buf
+    return buf
+
+
 def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     """Stride-1 forward on the zero-padded input (one contiguous run per nonzero)."""
     chan, kh, kw, plan = runs
@@ -60,11 +83,13 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     hp, wp = H + pt + pb, W + pl + pr
     OH, OW = geo.out_size(H, W)
     if variant == "batch-last":
-        xp = x.new_zeros(C, hp, wp, B)
+        xp = x.new_empty(C, hp, wp, B)
+        _zero_frame(xp, 1, 2, (pt, pb, pl, pr))
         xp[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
         G, v = 1, B
     else:
-        xp = x.new_zeros(B, C, hp, wp)
+        xp = x.new_empty(B, C, hp, wp)
+        _zero_frame(xp, 2, 3, (pt, pb, pl, pr))
         xp[:, :, pt:pt + H, pl:pl + W] = x
         G, v = B, 1
     layout = _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v)
@@ -81,7 +106,7 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     return out, xp, layout
 
 
-def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw):
+def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, plan):
     """Stride-1 backward: dX by the transposed structure (parallel over input channels), dW by SDDMM."""
     B, C, H, W = shape
     pt, pl = geo.padding[0], geo.padding[2]
@@ -90,11 +115,11 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
     threads = sync_threads()
     if variant == "batch-last":
         hp, wp, v, G = xp.shape[1], xp.shape[2], B, 1
-        gy = dy.new_zeros(1, OC, lg)
+        gy = _gradient_workspace(plan, (1, OC, lg), dy)
         gy[0, :, smax:smax + OH * wp * v].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
         hp, wp, v, G = xp.shape[2], xp.shape[3], 1, B
-        gy = dy.new_zeros(B, OC, lg)
+        gy = _gradient_workspace(plan, (B, OC, lg), dy)
         gy[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
     gy = gy.view(G, -1)
     x2 = xp.view(G, -1)
@@ -132,7 +157,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         if ctx.runs:
             y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
             ctx.save_for_backward(xp, values, och)
-            ctx.layout = layout
+            ctx.layout, ctx.plan = layout, runs[3]
             return y
         b = bias.detach() if bias is not None else torch.zeros(out_channels, dtype=x.dtype)
         idx = (np_view(och), np_view(ich), np_view(kh), np_view(kw), np_view(values), np_view(b))
@@ -157,7 +182,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         if ctx.runs:
             xp, values, och = ctx.saved_tensors
             dx, dw = _backward_runs(dy, xp, values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
-                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.plan)
             db = dy.sum((0, 2, 3)) if ctx.has_bias else None
             return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None
         xl, values, och, ich, kh, kw = ctx.saved_tensors

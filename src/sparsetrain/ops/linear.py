@@ -44,7 +44,7 @@ class SparseLinearFunction(torch.autograd.Function):
             spmm_runs(np_view(xT.view(1, -1)), np_view(row_ptr), np_view(off), np_view(values), np_view(b),
                       yT.view(1, -1).numpy(), 0, B, _TILE)
         ctx.save_for_backward(xT, values, row_ptr, off, t_ptr, perm, offT)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.plan = bias is not None, plan
         return yT.t()
 
     @staticmethod
@@ -52,7 +52,9 @@ class SparseLinearFunction(torch.autograd.Function):
         xT, values, row_ptr, off, t_ptr, perm, offT = ctx.saved_tensors
         K, B = xT.shape
         M = row_ptr.numel() - 1
-        dyT = transposed(dy)
+        # dY^T only lives during this backward: keep its buffer between steps (no page faults)
+        ws = cached(ctx.plan, ("dyT", M, B, dy.dtype), lambda: dy.new_empty(M, B)) if ctx.plan is not None else None
+        dyT = transposed(dy, ws)
         dx = dw = db = None
         threads = sync_threads()
         if ctx.needs_input_grad[0]:

@@ -6,7 +6,15 @@ import torch
 
 
 class Plan(dict):
-    """Per-layer cache keyed by input geometry; a layer clears it whenever its mask changes."""
+    """Per-layer cache keyed by input geometry; a layer drops it whenever its mask changes. Holds at
+    most ``limit`` entries (oldest evicted first) so varying batch sizes cannot grow it without bound."""
+
+    limit = 8
+
+    def __setitem__(self, key, value) -> None:
+        while len(self) >= self.limit and key not in self:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
 
 
 def transpose_structure(key: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
