@@ -90,3 +90,24 @@ def test_bad_arguments_name_the_argument():
         explicit_padding("same", (3, 3), (1, 1), (2, 2))
     with pytest.raises(ValueError, match="padding must be non-negative"):
         explicit_padding((1, -1), (3, 3), (1, 1), (1, 1))
+
+
+@pytest.mark.parametrize("cls,dense", [(SparseLinear, lambda: nn.Linear(12, 9)),
+                                       (SparseConv2d, lambda: nn.Conv2d(3, 6, 3, padding=1))])
+def test_loading_another_mask_with_the_same_nnz_drops_cached_structure(cls, dense):
+    a_dense, b_dense = dense(), dense()
+    masked_(a_dense, 0.0, seed=1)
+    masked_(b_dense, 0.0, seed=2)
+    with torch.no_grad():  # same count of nonzeros, different positions
+        a_dense.weight.view(-1)[::2] = 0
+        b_dense.weight.view(-1)[1::2] = 0
+    a, b = cls.from_dense(a_dense), cls.from_dense(b_dense)
+    assert a.nnz == b.nnz and not torch.equal(a.mask(), b.mask())
+    x = torch.randn(2, 12) if cls is SparseLinear else torch.randn(2, 3, 5, 5)
+    b(x).sum().backward()  # builds b's cached offsets
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(b(x), a(x))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a(xa).sum().backward()
+    b(xb).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad)

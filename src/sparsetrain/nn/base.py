@@ -30,6 +30,19 @@ class PackedSparseModule(nn.Module):
         self.values = nn.Parameter(fmt.values.detach().clone())
         for name in self._index_names:
             self.register_buffer(name, getattr(fmt, name).clone())
+        self._derived = None
+
+    def _derived_state(self, build):
+        """Data derived from the indices (offsets, transposed structure, a ``Plan`` cache), built by
+        ``build()`` once per mask and device; dropped by a repack or a state_dict load."""
+        d = getattr(self, "_derived", None)
+        device = self._index_device()
+        if d is None or d[0] != device:
+            d = self._derived = (device, build())
+        return d[1]
+
+    def _index_device(self) -> torch.device:
+        return getattr(self, self._index_names[0]).device
 
     # --- the layer protocol used by algorithms (DESIGN decision 3) -------------------------------
     @property
@@ -84,3 +97,4 @@ class PackedSparseModule(nn.Module):
                     else:
                         setattr(self, name, blank)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._derived = None  # buffers may hold another mask now, even at the same shapes

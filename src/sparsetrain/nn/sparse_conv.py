@@ -109,18 +109,13 @@ class SparseConv2d(PackedSparseModule):
                 conv.bias.copy_(self.bias)
         return nn.Sequential(nn.ZeroPad2d(self.padding), conv) if asym else conv
 
-    def _set_format(self, fmt) -> None:
-        super()._set_format(fmt)
-        self._chan_cache = None
-
-    def _channels(self) -> tuple[torch.Tensor, dict]:
-        """Activation channel of every nonzero (derived from the indices; rebuilt after a repack)."""
-        c = self._chan_cache
-        if c is None or c[0].device != self.och.device or c[0].numel() != self.nnz or c[2] is not self.och:
+    def _channels(self) -> tuple[torch.Tensor, Plan]:
+        """Activation channel of every nonzero, and the layer's plan cache (both per mask)."""
+        def build():
             oc, ic, _, _ = self._format().coordinates()
             chan = (oc // (self.out_channels // self.groups)) * (self.in_channels // self.groups) + ic
-            c = self._chan_cache = (chan, Plan(), self.och)
-        return c[0], c[1]
+            return chan, Plan()
+        return self._derived_state(build)
 
     def _format(self) -> ConvCSR:
         return ConvCSR(self.och, self.ich, self.kh, self.kw, self.values, self.weight_shape)

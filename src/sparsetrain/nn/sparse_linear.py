@@ -57,16 +57,9 @@ class SparseLinear(PackedSparseModule):
                 lin.bias.copy_(self.bias)
         return lin
 
-    def _set_format(self, fmt) -> None:
-        super()._set_format(fmt)
-        self._plan_cache = None
-
     def _plan(self) -> Plan:
         """Offsets and transposed structure for the current mask (rebuilt after a repack or load)."""
-        c = getattr(self, "_plan_cache", None)
-        if c is None or c[1] is not self.row_ptr:
-            c = self._plan_cache = (Plan(), self.row_ptr)
-        return c[0]
+        return self._derived_state(Plan)
 
     def _format(self) -> CSR:
         return CSR(self.row_ptr, self.cols, self.values, self.weight_shape)

@@ -1,0 +1,81 @@
+"""Python-side overhead of the sparse layers: fwd+bwd wall time minus time inside the compute kernels.
+
+Everything outside ``spmm_runs``/``sddmm_runs`` and the stride>1 conv kernels counts as overhead:
+layout changes (transposes, padding copies), allocation, autograd and Python. Medians over repeats
+after warm-up, at the sparsities given (default 0.99, where overhead matters most).
+
+    python benchmarks/overhead.py --threads 2 --sparsity 0.99
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import sparsetrain.ops.conv as conv_ops
+import sparsetrain.ops.linear as linear_ops
+from sparsetrain import SparseConv2d, SparseLinear
+
+KERNELS = {linear_ops: ("spmm_runs", "sddmm_runs"),
+           conv_ops: ("spmm_runs", "sddmm_runs", "conv_forward_bl", "conv_backward_bl", "conv_forward_ow",
+                      "conv_backward_ow")}
+_spent = [0.0]
+
+
+def _timed(fn):
+    def wrapper(*args):
+        t0 = time.perf_counter()
+        fn(*args)
+        _spent[0] += time.perf_counter() - t0
+    return wrapper
+
+
+def cases():
+    yield "Linear 768->3072 B=902", lambda: nn.Linear(768, 3072), (902, 768), SparseLinear, {}
+    yield "Linear 768->3072 B=128", lambda: nn.Linear(768, 3072), (128, 768), SparseLinear, {}
+    yield "Linear 3072->768 B=902", lambda: nn.Linear(3072, 768), (902, 3072), SparseLinear, {}
+    for v in ("batch-last", "over-width"):
+        yield f"Conv 8x128x7x7 p1 {v}", lambda: nn.Conv2d(128, 256, 3, padding=1), (8, 128, 7, 7), SparseConv2d, {"variant": v}
+    yield "Conv 32x64x56x56 p1 over-width", lambda: nn.Conv2d(64, 64, 3, padding=1), (32, 64, 56, 56), SparseConv2d, {"variant": "over-width"}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sparsity", type=str, default="0.99")
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for mod, names in KERNELS.items():
+        for n in names:
+            setattr(mod, n, _timed(getattr(mod, n)))
+    print(f"threads {args.threads}; medians of {args.repeats} fwd+bwd after 3 warm-up")
+    print(f"{'case':<34}{'sparsity':>9}{'total ms':>10}{'kernels ms':>12}{'overhead':>10}")
+    for sp in (float(s) for s in args.sparsity.split(",")):
+        for name, make, shape, cls, kw in cases():
+            torch.manual_seed(0)
+            dense = make()
+            with torch.no_grad():
+                dense.weight.mul_(torch.rand_like(dense.weight) > sp)
+            layer = cls.from_dense(dense, **kw)
+            x = torch.randn(*shape, requires_grad=True)
+            g = torch.randn_like(dense(x))
+            totals, kernels = [], []
+            for i in range(3 + args.repeats):
+                x.grad = None  # as zero_grad(set_to_none=True): no accumulation into old gradients
+                layer.zero_grad(set_to_none=True)
+                _spent[0] = 0.0
+                t0 = time.perf_counter()
+                layer(x).backward(g)
+                if i >= 3:
+                    totals.append(time.perf_counter() - t0)
+                    kernels.append(_spent[0])
+            t, k = statistics.median(totals), statistics.median(kernels)
+            print(f"{name:<34}{sp:>9.2f}{t * 1e3:>10.3f}{k * 1e3:>12.3f}{(t - k) / k:>10.0%}")
+
+
+if __name__ == "__main__":
+    main()
