@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def compare(sparse, dense, x, grad_fn=None, rtol=1e-9, atol=1e-9, needs_x_grad=True):
