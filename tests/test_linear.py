@@ -121,3 +121,15 @@ def test_sgd_step_matches_masked_dense_step():
             opt.step()
     torch.testing.assert_close(s.to_dense().weight, d.weight)
     assert len(s.values) == int(mask.sum())
+
+
+def test_kernels_follow_torch_thread_count():
+    import numba
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        s, d = make(16, 8, 0.5)
+        compare(s, d, torch.randn(4, 16, dtype=D))
+        assert numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
