@@ -10,6 +10,8 @@ from torch import nn
 from sparsetrain import SparseConv2d, SparseLinear
 from sparsetrain.nn.sparse_conv import explicit_padding
 
+LAYERS = [(SparseLinear, lambda: nn.Linear(12, 9)), (SparseConv2d, lambda: nn.Conv2d(3, 6, 3, padding=1))]
+
 
 def test_from_dense_default_mask_is_nonzeros_and_to_dense_round_trips():
     lin = nn.Linear(10, 6)
@@ -36,8 +38,7 @@ def test_only_kept_values_are_parameters_and_indices_are_buffers():
     assert {"och", "ich", "kh", "kw"} <= set(dict(s.named_buffers()))
 
 
-@pytest.mark.parametrize("cls,dense", [(SparseLinear, lambda: nn.Linear(12, 9)),
-                                       (SparseConv2d, lambda: nn.Conv2d(3, 6, 3, padding=1))])
+@pytest.mark.parametrize("cls,dense", LAYERS)
 def test_state_dict_round_trip_including_a_different_mask(cls, dense):
     a_dense, b_dense = dense(), dense()
     masked_(a_dense, 0.8, seed=1)
@@ -92,8 +93,7 @@ def test_bad_arguments_name_the_argument():
         explicit_padding((1, -1), (3, 3), (1, 1), (1, 1))
 
 
-@pytest.mark.parametrize("cls,dense", [(SparseLinear, lambda: nn.Linear(12, 9)),
-                                       (SparseConv2d, lambda: nn.Conv2d(3, 6, 3, padding=1))])
+@pytest.mark.parametrize("cls,dense", LAYERS)
 def test_loading_another_mask_with_the_same_nnz_drops_cached_structure(cls, dense):
     a_dense, b_dense = dense(), dense()
     masked_(a_dense, 0.0, seed=1)

@@ -66,13 +66,7 @@ def _zero_frame(t: torch.Tensor, hdim: int, wdim: int, pads: tuple[int, int, int
 def _gradient_workspace(plan, shape, like: torch.Tensor) -> torch.Tensor:
     """A zeroed buffer kept across steps: backward writes only its interior, so the zero front, tail
     and discarded columns stay zero and the buffer is never cleared again."""
-    key = ("gy", tuple(shape), like.dtype)
-    buf = plan.get(key) if plan is not None else None
-    if buf is None:
-        buf = like.new_zeros(shape)
-        if plan is not None:
-            plan[key] = buf
-    return buf
+    return cached(plan, ("gy", tuple(shape), like.dtype), lambda: like.new_zeros(shape))
 
 
 def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):

@@ -21,12 +21,13 @@ def _plan_for(plan, row_ptr, cols, shape, B):
     """Offsets into X^T / dY^T for batch ``B`` and the transposed structure (cached per mask)."""
     M, K = shape
 
-    def offsets():
+    def structure():  # independent of the batch size
         rows = torch.repeat_interleave(torch.arange(M), row_ptr[1:] - row_ptr[:-1])
         t_ptr, perm = transpose_structure(cols.long(), K)
-        return cols.long() * B, t_ptr, perm, rows[perm] * B
+        return t_ptr, perm, rows[perm]
 
-    return cached(plan, ("linear", B), offsets)
+    t_ptr, perm, rows_t = cached(plan, "linear-transpose", structure)
+    return cached(plan, ("linear", B), lambda: (cols.long() * B, t_ptr, perm, rows_t * B))
 
 
 class SparseLinearFunction(torch.autograd.Function):
@@ -53,8 +54,7 @@ class SparseLinearFunction(torch.autograd.Function):
         K, B = xT.shape
         M = row_ptr.numel() - 1
         # dY^T only lives during this backward: keep its buffer between steps (no page faults)
-        ws = cached(ctx.plan, ("dyT", M, B, dy.dtype), lambda: dy.new_empty(M, B)) if ctx.plan is not None else None
-        dyT = transposed(dy, ws)
+        dyT = transposed(dy, cached(ctx.plan, ("dyT", M, B, dy.dtype), lambda: dy.new_empty(M, B)))
         dx = dw = db = None
         threads = sync_threads()
         if ctx.needs_input_grad[0]:
