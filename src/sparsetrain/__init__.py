@@ -1,8 +1,9 @@
 """sparsetrain: sparse neural-network training that is actually faster (SparseProp and HRBP engines)."""
 from . import masks
-from .formats import CSR, ConvCSR
-from .nn import DecisionTable, SparseConv2d, SparseLinear, decision_table, densify, sparsify
+from .formats import CSR, BlockLayout, ConvCSR
+from .nn import (BlockSparseConv2d, BlockSparseLinear, DecisionTable, SparseConv2d, SparseLinear, decision_table,
+                 densify, sparsify)
 
 __version__ = "0.1.0"
-__all__ = ["SparseLinear", "SparseConv2d", "sparsify", "densify", "decision_table", "DecisionTable", "CSR",
-           "ConvCSR", "masks", "__version__"]
+__all__ = ["SparseLinear", "SparseConv2d", "BlockSparseConv2d", "BlockSparseLinear", "BlockLayout", "sparsify",
+           "densify", "decision_table", "DecisionTable", "CSR", "ConvCSR", "masks", "__version__"]

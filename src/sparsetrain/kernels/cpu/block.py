@@ -1,0 +1,153 @@
+"""Fused gather/scatter kernels of the HRBP block convolution (numba; no torch import).
+
+Block ``g`` sees an implicit-GEMM column matrix ``cols[g] (c*p, N)``, N = B*OH*OW, whose row ``j*p + q`` is input
+channel ``chans[g, j]`` shifted by kernel cell ``q`` (zero outside the input). The op multiplies it by the block
+values with one batched GEMM (torch.bmm) and these kernels move data in and out without an ``index_select``
+pass and without materialising the full im2col matrix:
+
+* ``gather_columns``  x (B, C, H, W) -> cols (t, c*p, N): parallel over the t*c*p rows, contiguous along OW.
+* ``scatter_rows``    ybuf (t, R, N) -> y (B, C_O, OH*OW) + bias: each output channel written once.
+* ``gather_rows``     dy (B, C_O, OH*OW) -> (t, R, N): the inverse, for the backward GEMMs.
+* ``col2im_add``      dcols (t, c*p, N) -> dx (B, C, H, W): parallel over (image, input channel), each thread
+  summing every block row that reads that channel, so no two threads write the same element.
+
+Inner loops run over unsigned ranges: numba's wraparound check on signed indices blocks vectorisation.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+JIT = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+
+
+@njit(inline="always")
+def _ow_range(OW, sw, off, W):
+    """[lo, hi) of output columns whose input column ow*sw + off lies in [0, W)."""
+    lo = 0
+    if off < 0:
+        lo = (-off + sw - 1) // sw
+    hi = 0
+    if W - off > 0:
+        hi = (W - off + sw - 1) // sw
+    if hi > OW:
+        hi = OW
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@njit(**JIT)
+def gather_columns(x, chans, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, cols):
+    """cols[g, j*p + q, (b*OH + oh)*OW + ow] = x[b, chans[g, j], oh*sh + kh*dh - pt, ow*sw + kw*dw - pl]."""
+    B, _, H, W = x.shape
+    t, c = chans.shape
+    p = cells.shape[1]
+    for task in prange(t * c * p):
+        g = task // (c * p)
+        k = task - g * c * p
+        ci = chans[g, k // p]
+        cell = cells[g, k % p]
+        kh = cell // Kw
+        kw = cell - kh * Kw
+        off = kw * dw - pl
+        lo, hi = _ow_range(OW, sw, off, W)
+        dst = cols[g, k]
+        for b in range(B):
+            src = x[b, ci]
+            for oh in range(OH):
+                base = np.uint64((b * OH + oh) * OW)
+                ih = oh * sh + kh * dh - pt
+                if ih < 0 or ih >= H:
+                    for ow in range(np.uint64(OW)):
+                        dst[base + ow] = 0.0
+                    continue
+                row = src[ih]
+                for ow in range(np.uint64(lo)):
+                    dst[base + ow] = 0.0
+                if sw == 1:
+                    s0 = np.uint64(lo + off)
+                    for q in range(np.uint64(hi - lo)):
+                        dst[base + np.uint64(lo) + q] = row[s0 + q]
+                else:
+                    for ow in range(lo, hi):
+                        dst[base + np.uint64(ow)] = row[ow * sw + off]
+                for ow in range(np.uint64(hi), np.uint64(OW)):
+                    dst[base + ow] = 0.0
+
+
+@njit(**JIT)
+def scatter_rows(ybuf, rows, bias, y):
+    """y[b, rows[g, r], :] = ybuf[g, r, b*L:(b+1)*L] + bias[rows[g, r]]  (L = OH*OW)."""
+    t, R = rows.shape
+    B, _, L = y.shape
+    for task in prange(t * R * B):
+        gr = task // B
+        b = task - gr * B
+        g = gr // R
+        r = gr - g * R
+        o = rows[g, r]
+        src = ybuf[g, r]
+        dst = y[b, o]
+        bo = bias[o]
+        base = np.uint64(b * L)
+        for q in range(np.uint64(L)):
+            dst[q] = src[base + q] + bo
+
+
+@njit(**JIT)
+def gather_rows(dy, rows, out):
+    """out[g, r, b*L:(b+1)*L] = dy[b, rows[g, r], :]."""
+    t, R = rows.shape
+    B, _, L = dy.shape
+    for task in prange(t * R * B):
+        gr = task // B
+        b = task - gr * B
+        g = gr // R
+        r = gr - g * R
+        src = dy[b, rows[g, r]]
+        dst = out[g, r]
+        base = np.uint64(b * L)
+        for q in range(np.uint64(L)):
+            dst[base + q] = src[q]
+
+
+@njit(**JIT)
+def col2im_add(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw, OH, OW, dx):
+    """dx[b, ci] = sum over block rows (g, k) reading channel ci of their shifted dcols plane.
+
+    ``ch_items[ch_ptr[ci]:ch_ptr[ci+1]]`` lists those rows as g*(c*p) + k. Each task zeroes its own plane
+    first, so ``dx`` may be uninitialised and channels no block reads come out zero."""
+    B, C, H, W = dx.shape
+    ck = dcols.shape[1]
+    for task in prange(B * C):
+        b = task // C
+        ci = task - b * C
+        out = dx[b, ci]
+        for ih in range(H):
+            plane_row = out[ih]
+            for iw in range(np.uint64(W)):
+                plane_row[iw] = 0.0
+        for it in range(ch_ptr[ci], ch_ptr[ci + 1]):
+            item = ch_items[it]
+            g = item // ck
+            k = item - g * ck
+            cell = cells[g, k % p]
+            kh = cell // Kw
+            kw = cell - kh * Kw
+            off = kw * dw - pl
+            lo, hi = _ow_range(OW, sw, off, W)
+            src = dcols[g, k]
+            for oh in range(OH):
+                ih = oh * sh + kh * dh - pt
+                if ih < 0 or ih >= H:
+                    continue
+                row = out[ih]
+                base = np.uint64((b * OH + oh) * OW)
+                if sw == 1:
+                    s0 = np.uint64(lo + off)
+                    for q in range(np.uint64(hi - lo)):
+                        row[s0 + q] += src[base + np.uint64(lo) + q]
+                else:
+                    for ow in range(lo, hi):
+                        row[ow * sw + off] += src[base + np.uint64(ow)]

@@ -1,0 +1,146 @@
+"""BlockSparseConv2d / BlockSparseLinear against dense PyTorch autograd on the derived mask."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+from sparsetrain import BlockSparseConv2d, BlockSparseLinear
+from sparsetrain.masks import hrbp, hrbp_random, random_mask
+
+D = torch.float64
+
+
+def compare_block(sparse, dense, x, rtol=1e-9, atol=1e-9, needs_x_grad=True):
+    """Output, dX, dW (as block values) and bias gradient of ``sparse`` equal dense autograd on its mask."""
+    layout = sparse.layout
+    with torch.no_grad():
+        dense.weight.mul_(layout.mask)
+    xs = x.detach().clone().requires_grad_(needs_x_grad)
+    xd = x.detach().clone().requires_grad_(needs_x_grad)
+    ys, yd = sparse(xs), dense(xd)
+    assert ys.shape == yd.shape
+    torch.testing.assert_close(ys, yd, rtol=rtol, atol=atol)
+    g = torch.randn(yd.shape, dtype=yd.dtype, generator=torch.Generator().manual_seed(1))
+    (ys * g).sum().backward()
+    (yd * g).sum().backward()
+    if needs_x_grad:
+        torch.testing.assert_close(xs.grad, xd.grad, rtol=rtol, atol=atol)
+    torch.testing.assert_close(sparse.values.grad, layout.gather(dense.weight.grad), rtol=rtol, atol=atol)
+    if dense.bias is not None:
+        torch.testing.assert_close(sparse.bias.grad, dense.bias.grad, rtol=rtol, atol=atol)
+
+
+def conv_pair(cin, cout, k, density=0.2, groups=4, seed=0, dtype=D, layout_fn="random", **kw):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, k, dtype=dtype, **kw)
+    gen = torch.Generator().manual_seed(seed)
+    if layout_fn == "random":
+        layout = hrbp_random(conv.weight.shape, density, groups=groups, min_rows=1, generator=gen)
+    else:
+        layout = hrbp(random_mask(conv.weight.shape, 1 - density, gen), groups=groups, min_rows=1)
+    return BlockSparseConv2d.from_dense(conv, layout), conv
+
+
+GEOMETRIES = [
+    dict(k=3, padding=1),
+    dict(k=3, padding=0),
+    dict(k=3, stride=2, padding=1),
+    dict(k=3, stride=3),
+    dict(k=1),
+    dict(k=(3, 1), padding=(1, 0)),
+    dict(k=3, dilation=2, padding=2),
+    dict(k=3, padding="same"),
+    dict(k=5, padding=2, bias=False),
+    dict(k=3, padding=1, padding_mode="reflect"),
+]
+
+
+@pytest.mark.parametrize("geo", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_conv_geometries(geo, batch):
+    geo = dict(geo)
+    k = geo.pop("k")
+    sparse, dense = conv_pair(12, 16, k, **geo)
+    compare_block(sparse, dense, torch.randn(batch, 12, 9, 8, dtype=D))
+
+
+@settings(max_examples=20, deadline=None)
+@given(cin=st.integers(1, 20), cout=st.sampled_from([4, 6, 12, 24]), h=st.integers(3, 11), w=st.integers(3, 11),
+       batch=st.sampled_from([1, 2, 3, 7]), stride=st.sampled_from([1, 2]), pad=st.sampled_from([0, 1]),
+       density=st.sampled_from([0.05, 0.2, 0.4, 1.0]), groups=st.sampled_from([1, 2, 3]),
+       mode=st.sampled_from(["random", "hrbp"]), seed=st.integers(0, 99))
+def test_conv_property(cin, cout, h, w, batch, stride, pad, density, groups, mode, seed):
+    if mode == "hrbp" and density == 1.0:
+        density = 0.9  # random_mask needs sparsity in [0, 1)
+    sparse, dense = conv_pair(cin, cout, 3, density, groups, seed, layout_fn=mode, stride=stride, padding=pad)
+    compare_block(sparse, dense, torch.randn(batch, cin, h, w, dtype=D))
+
+
+def test_float32_chunked_batch_and_noncontiguous_input(monkeypatch):
+    import sparsetrain.ops.block_conv as bc
+    monkeypatch.setattr(bc, "CHUNK_BYTES", 4096)  # several chunks, a ragged last one
+    sparse, dense = conv_pair(16, 32, 3, 0.1, 8, dtype=torch.float32, padding=1)
+    x = torch.randn(7, 10, 10, 16).permute(0, 3, 1, 2)  # channels_last-like view
+    compare_block(sparse, dense, x, rtol=1e-4, atol=1e-4)
+
+
+def test_full_density_is_dense_conv_and_empty_batch():
+    sparse, dense = conv_pair(8, 8, 3, 1.0, 1, padding=1)
+    assert sparse.density == 1.0
+    compare_block(sparse, dense, torch.randn(2, 8, 6, 6, dtype=D))
+    y = sparse(torch.randn(0, 8, 6, 6, dtype=D))
+    assert y.shape == (0, 8, 6, 6)
+
+
+def test_unused_input_channels_get_zero_gradient():
+    conv = nn.Conv2d(16, 8, 3, padding=1, dtype=D)
+    layout = hrbp_random(conv.weight.shape, 0.05, groups=1, min_rows=1, generator=torch.Generator().manual_seed(0))
+    sparse = BlockSparseConv2d.from_dense(conv, layout)
+    x = torch.randn(2, 16, 5, 5, dtype=D, requires_grad=True)
+    sparse(x).sum().backward()
+    unused = torch.ones(16, dtype=torch.bool)
+    unused[layout.channels.flatten()] = False
+    assert bool(unused.any()) and bool((x.grad[:, unused] == 0).all())
+    sparse.zero_grad()
+    compare_block(sparse, conv, x.detach())
+
+
+def test_conv_roundtrip_state_dict_and_set_mask():
+    sparse, dense = conv_pair(16, 16, 3, 0.2, 4, padding=1)
+    d = sparse.to_dense()
+    torch.testing.assert_close(d.weight, dense.weight * sparse.mask())
+    other, _ = conv_pair(16, 16, 3, 0.3, 2, seed=5, padding=1)
+    other.load_state_dict(sparse.state_dict())
+    torch.testing.assert_close(other.dense_weight(), sparse.dense_weight())
+    x = torch.randn(3, 16, 6, 6, dtype=D)
+    torch.testing.assert_close(other(x), sparse(x))
+    new = hrbp_random((16, 16, 3, 3), 0.1, groups=2, min_rows=1, generator=torch.Generator().manual_seed(9))
+    w = sparse.dense_weight().detach()
+    sparse.set_mask(new)
+    assert torch.equal(sparse.mask(), new.mask)
+    torch.testing.assert_close(sparse.dense_weight(), w * new.mask)
+    compare_block(sparse, sparse.to_dense(), torch.randn(2, 16, 6, 6, dtype=D))
+
+
+def test_linear_matches_dense():
+    torch.manual_seed(0)
+    lin = nn.Linear(40, 32, dtype=D)
+    layout = hrbp(random_mask((32, 40), 0.8, torch.Generator().manual_seed(0)), groups=4)
+    sparse = BlockSparseLinear.from_dense(lin, layout)
+    compare_block(sparse, lin, torch.randn(3, 5, 40, dtype=D))
+    assert isinstance(sparse.to_dense(), nn.Linear)
+
+
+def test_bad_arguments():
+    conv = nn.Conv2d(8, 8, 3)
+    with pytest.raises(ValueError, match="groups=1"):
+        BlockSparseConv2d.from_dense(nn.Conv2d(8, 8, 3, groups=2), hrbp_random((8, 4, 3, 3), 0.5, groups=1))
+    with pytest.raises(ValueError, match="does not match weight shape"):
+        BlockSparseConv2d.from_dense(conv, hrbp_random((8, 4, 3, 3), 0.5, groups=1))
+    with pytest.raises(ValueError, match="not block-structured"):
+        BlockSparseConv2d.from_dense(conv, random_mask((8, 8, 3, 3), 0.9, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        BlockSparseConv2d.from_dense(conv, hrbp_random((8, 8, 3, 3), 0.5, groups=1), backend="sparse-cpu")
+    sparse = BlockSparseConv2d.from_dense(conv, hrbp_random((8, 8, 3, 3), 0.5, groups=1))
+    with pytest.raises(TypeError, match="dtype"):
+        sparse(torch.randn(1, 8, 5, 5, dtype=D))
