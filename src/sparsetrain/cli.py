@@ -1,4 +1,4 @@
-"""Command-line entry point: ``sparsetrain demo | bench`` (more subcommands arrive with the trainer)."""
+"""Command-line entry point: ``sparsetrain train | bench | report | inspect | demo``."""
 from __future__ import annotations
 
 import argparse
@@ -32,12 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--lr", type=_positive(float), default=0.02)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=_positive(int), default=None)
-    bench = sub.add_parser("bench", help="layer benchmark (see benchmarks/layers.py --help)", add_help=False)
+    bench = sub.add_parser("bench", help="layer benchmark (see benchmarks/layers.py --help); "
+                           "`bench model ...`: end-to-end training step (see benchmarks/e2e.py --help)", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
+    from .train.cli_train import add_inspect_arguments, add_report_arguments, add_train_arguments
+    add_train_arguments(sub.add_parser("train", help="train a (sparse) model; see sparsetrain train --help"))
+    add_report_arguments(sub.add_parser("report", help="plots and a table from training runs"))
+    add_inspect_arguments(sub.add_parser("inspect", help="per-layer sparsity, backend and blocks of a checkpoint"))
     args = parser.parse_args(argv)
+    if args.command in ("train", "report", "inspect"):
+        from .train import cli_train
+        return getattr(cli_train, f"run_{args.command}")(args)
     if args.command == "demo":
         from .demo import run_demo
         run_demo(args.steps, args.batch_size, args.sparsity, args.lr, args.seed, args.threads)
+    elif args.command == "bench" and args.rest[:1] == ["model"]:
+        from .bench.e2e import main as e2e_main
+        e2e_main(args.rest[1:])
     elif args.command == "bench":
         from .bench.layers import main as bench_main
         bench_main(args.rest)
