@@ -63,7 +63,36 @@ class PackedSparseModule(nn.Module):
 
     def dense_weight(self) -> torch.Tensor:
         """Dense weight tensor (zeros where pruned); differentiable with respect to ``values``."""
-        return self._format().to_dense(self.values)
+        w = self._format().to_dense(self.values)
+        if getattr(self, "_dense_grad_armed", False) and w.requires_grad:
+            # this forward serves a dense-gradient request: keep dL/dW from the coming backward
+            self._dense_grad_armed = self._dense_grad_request = False
+            w.register_hook(self._keep_dense_grad)
+        return w
+
+    def request_dense_grad(self) -> None:
+        """Run the next grad-enabled forward on the dense reference and keep the dense dL/dW of its
+        backward (RigL's grow criterion: one dense GEMM when asked, the sparse kernels otherwise)."""
+        self._dense_grad_request = True
+
+    def take_dense_grad(self) -> torch.Tensor | None:
+        """The dense weight gradient kept since ``request_dense_grad()`` (then forgotten), or None."""
+        g = getattr(self, "_dense_grad", None)
+        self._dense_grad = None
+        return g
+
+    def _keep_dense_grad(self, grad: torch.Tensor) -> None:
+        self._dense_grad = grad.detach().clone()
+
+    def scatter_values(self, v: torch.Tensor) -> torch.Tensor:
+        """Dense tensor shaped like the weight holding ``v`` (laid out like ``values``) at kept positions.
+
+        Used to carry per-value optimizer state across a repack; override if ``_format()`` cannot."""
+        return self._format().to_dense(v.detach())
+
+    def gather_values(self, dense: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``scatter_values`` for the current mask: ``dense`` at kept positions, ``values`` layout."""
+        return type(self._format()).pack(dense.detach().to(self.values.dtype), self.mask()).values
 
     def set_mask(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """Repack with a new ``mask``, keeping the current values (or ``weight``) at kept positions."""
@@ -73,6 +102,9 @@ class PackedSparseModule(nn.Module):
             self._set_format(fmt)
 
     def _use_dense(self, x: torch.Tensor) -> bool:
+        if getattr(self, "_dense_grad_request", False) and torch.is_grad_enabled():
+            self._dense_grad_armed = True  # dense_weight() in this forward hooks the dense gradient
+            return True
         if self.backend == "dense":
             return True
         if x.device.type != "cpu":
