@@ -13,7 +13,7 @@ from .data import DATASETS
 from .models import MODELS, is_known_model
 
 BACKENDS = ("auto", "dense", "sparse", "block")
-DISTRIBUTIONS = ("erk", "uniform")
+DISTRIBUTIONS = ("erk", "er", "uniform", "global")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant")
 

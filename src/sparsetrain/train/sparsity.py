@@ -1,5 +1,6 @@
-"""Attach a sparse-training method to a model and optimizer, and put the sparse layers on the chosen
-backend. The only module of the trainer that knows about ``sparsetrain.algorithms`` and ``sparsify``."""
+"""Attach a sparse-training method (``sparsetrain.algorithms``) to a model and optimizer with the
+trainer's defaults, and put packed layers back on their recorded backends after a resume. The only
+trainer module that knows how algorithms are configured."""
 from __future__ import annotations
 
 import importlib
@@ -8,32 +9,65 @@ import torch
 from torch import nn
 
 from ..nn.base import PackedSparseModule
-from ..nn.convert import BACKEND_CHOICES, choose_backend
 from ..nn.sparse_conv import SparseConv2d
 from ..nn.sparse_linear import SparseLinear
 from .config import TrainConfig
 
-# --backend on the command line -> sparsify's backend
-_BACKEND = {"auto": "auto", "dense": "dense", "sparse": "sparse-cpu", "block": "block"}
+# --backend on the command line -> the algorithm's packing backend (None: masked-dense reference layers)
+_BACKEND = {"auto": "auto", "dense": None, "sparse": "sparse-cpu", "block": "block"}
 
 
 def check_backend_available(backend: str) -> None:
-    """``block`` needs a block-sparse backend in ``sparsify``; say so clearly until it exists."""
-    if _BACKEND[backend] not in BACKEND_CHOICES:
-        raise ValueError(f"--backend {backend}: this build's sparsify() accepts only {BACKEND_CHOICES}; "
-                         "the HRBP block backend is not available yet, use --backend auto, sparse or dense")
+    """``block`` needs a block-sparse packing backend; say so clearly until one exists."""
+    if backend != "block":
+        return
+    base = importlib.import_module("sparsetrain.algorithms.base")
+    if "block" not in getattr(base, "PACK_BACKENDS", ()):
+        raise ValueError("--backend block: the HRBP block backend is not available in this build yet "
+                         f"(packing backends: {[b for b in base.PACK_BACKENDS if b]}); use --backend auto, "
+                         "sparse or dense")
 
 
-def create_algorithm(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int):
+def method_options(cfg: TrainConfig, total_steps: int, steps_per_epoch: int, example: torch.Tensor,
+                   first_batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """Keyword arguments for ``algorithms.create(cfg.method, ...)``: shared ones, each method's
+    schedule derived from the run length, then the user's ``method_options`` on top."""
+    m = cfg.method
+    opts: dict = dict(density=1.0 - cfg.sparsity, distribution=cfg.distribution, seed=cfg.seed,
+                      backend=_BACKEND[cfg.backend])
+    if opts["backend"] == "auto":
+        opts["example_input"] = example
+    if m in ("snip", "grasp"):
+        opts["data"] = [first_batch]
+    if m == "synflow":
+        opts["example_input"] = example
+    if m in ("set", "rigl") or m.startswith("hrbp-dst"):
+        opts["total_steps"] = total_steps
+    if m in ("gmp", "gmp-global"):
+        # prune from the start to the target by 75% of training (RigL's stop fraction), then fine-tune
+        opts["end_step"] = max(1, int(0.75 * total_steps))
+    if m == "sparseprop":
+        opts["steps_per_epoch"] = steps_per_epoch
+    if m == "lottery":
+        opts["steps_per_round"] = max(1, total_steps // cfg.method_options.get("rounds", 5))
+    if m.startswith("hrbp"):
+        opts.update(t=cfg.block_t, s=cfg.block_s)
+    opts.update(cfg.method_options)
+    return opts
+
+
+def create_algorithm(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
+                     steps_per_epoch: int, example: torch.Tensor, first_batch):
     """The algorithm object for ``cfg.method`` (None for dense)."""
     if cfg.method == "dense":
         return None
+    check_backend_available(cfg.backend)
     algorithms = importlib.import_module("sparsetrain.algorithms")
-    options = dict(density=1.0 - cfg.sparsity, distribution=cfg.distribution, total_steps=total_steps)
-    if cfg.method.startswith("hrbp"):
-        options.update(t=cfg.block_t, s=cfg.block_s)
-    options.update(cfg.method_options)
-    return algorithms.create(cfg.method, model, optimizer, **options)
+    opts = method_options(cfg, total_steps, steps_per_epoch, example, first_batch)
+    try:
+        return algorithms.create(cfg.method, model, optimizer, **opts)
+    except TypeError as e:  # an option this method does not take (usually from --method-options)
+        raise ValueError(f"--method {cfg.method}: {e}") from e
 
 
 def layer_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -49,77 +83,26 @@ def layer_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def layer_backends(model: nn.Module) -> dict[str, dict]:
     """Backend (and conv variant) of every packed layer, so a resume runs the same kernels."""
-    return {name: {"backend": m.backend, "variant": getattr(m, "variant", None)}
+    return {name: {"backend": m.backend, "variant": getattr(m, "variant", None), "kind": type(m).__name__}
             for name, m in model.named_modules() if isinstance(m, PackedSparseModule)}
 
 
-def _pack(model: nn.Module, name: str, mask: torch.Tensor, optimizer) -> PackedSparseModule:
-    module = model.get_submodule(name)
-    cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
-    new = cls.from_dense(module, mask.to(module.weight.device), backend="dense")
-    try:
-        protocol = importlib.import_module("sparsetrain.nn.protocol")
-        protocol.pack_layer(model, name, new, optimizer)
-    except ImportError:  # before the layer protocol existed: no optimizer state to move yet
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
-    return new
+def set_backends(model: nn.Module, backends: dict[str, dict]) -> None:
+    """Put packed layers on the recorded backends (a resume must not re-time and pick other kernels)."""
+    for name, b in backends.items():
+        m = model.get_submodule(name)
+        if isinstance(m, PackedSparseModule):
+            m.backend = b["backend"]
+            if b.get("variant") is not None:
+                m.variant = b["variant"]
 
 
 def restore_packed(model: nn.Module, masks: dict[str, torch.Tensor], backends: dict[str, dict]) -> None:
-    """Pack the layers named in ``backends`` with their ``masks`` and backends (no optimizer involved)."""
+    """Pack the layers named in ``backends`` with their ``masks`` (no optimizer: for inspection)."""
     for name, b in backends.items():
         module = model.get_submodule(name)
         cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
         new = cls.from_dense(module, masks[name], backend=b["backend"])
-        if b.get("variant") is not None:
-            new.variant = b["variant"]
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-def pack_sparse_layers(model: nn.Module, optimizer, backend: str, example: torch.Tensor | None,
-                       backends: dict[str, dict] | None = None) -> dict[str, dict]:
-    """Turn every masked-dense layer into a packed one on ``backend`` (``auto`` times each layer on
-    ``example``'s real activations); with ``backends`` given (a resume), restore those choices instead.
-    Returns the decision of each packed layer: choice and measured times."""
-    if backend == "dense":
-        return {}
-    check_backend_available(backend)
-    masks = {n: m for n, m in layer_masks(model).items()
-             if not isinstance(model.get_submodule(n), PackedSparseModule)}
-    packed = {n: _pack(model, n, m, optimizer) for n, m in masks.items()}
-    decisions: dict[str, dict] = {}
-    if backends is not None:
-        for n, mod in packed.items():
-            mod.backend = backends[n]["backend"]
-            if backends[n]["variant"] is not None:
-                mod.variant = backends[n]["variant"]
-        return decisions
-    if _BACKEND[backend] == "auto":
-        inputs: dict[str, torch.Tensor] = {}
-        hooks = [m.register_forward_pre_hook(lambda _m, a, n=n: inputs.__setitem__(n, a[0].detach()))
-                 for n, m in packed.items()]
-        was_training = model.training
-        try:
-            with torch.no_grad():
-                model.eval()  # no BN statistics update while we only look at the activations
-                model(example)
-        finally:
-            model.train(was_training)
-            for h in hooks:
-                h.remove()
-        for n, mod in packed.items():
-            times = choose_backend(mod, inputs[n]) if n in inputs else {}
-            decisions[n] = {"times_ms": times, "choice": _describe(mod)}
-    else:
-        for n, mod in packed.items():
-            mod.backend = _BACKEND[backend]
-            decisions[n] = {"times_ms": {}, "choice": _describe(mod)}
-    return decisions
-
-
-def _describe(module: PackedSparseModule) -> str:
-    if isinstance(module, SparseConv2d) and module.backend == "sparse-cpu":
-        return f"sparse-cpu/{module.variant or 'heuristic'}"
-    return module.backend
+    set_backends(model, backends)

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..nn import decision_table
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import eval_batches, load_data, steps_per_epoch, train_batches
 from .distributed import all_reduce_sum, init_distributed, pick_device, shutdown
 from .models import build_model
-from .sparsity import create_algorithm, layer_backends, layer_masks, pack_sparse_layers, check_backend_available
+from .sparsity import check_backend_available, create_algorithm, layer_backends, layer_masks, set_backends
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
@@ -87,7 +88,7 @@ class Trainer:
         self.device = pick_device(cfg.device, self.dist.local_rank)
         if cfg.batch_size % self.dist.world:
             raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
-        if cfg.backend != "dense" and cfg.method != "dense":
+        if cfg.method != "dense":
             check_backend_available(cfg.backend)
         self.out = Path(cfg.out)
         if self.dist.is_main:
@@ -105,14 +106,13 @@ class Trainer:
         if cfg.pretrained:
             load_pretrained(self.model, cfg.pretrained)
         self.model.to(self.device)
-        self.optimizer = make_optimizer(cfg, self.model.parameters())
-        self.algorithm = create_algorithm(cfg, self.model, self.optimizer, self.total_steps)
         resume = self._resume_path()
         self.state = load_checkpoint(resume, self.device) if resume else None
-        example = next(train_batches(self.data.train, cfg.batch_size, cfg.seed, 0, 0, self.dist.rank,
-                                     self.dist.world))[0].to(self.device)
-        self.decisions = pack_sparse_layers(self.model, self.optimizer, cfg.backend if cfg.method != "dense" else "dense",
-                                            example, self.state["backends"] if self.state else None)
+        self.optimizer = make_optimizer(cfg, self.model.parameters())
+        first = next(train_batches(self.data.train, cfg.batch_size, cfg.seed, 0, 0, self.dist.rank, self.dist.world))
+        first = (first[0].to(self.device), first[1].to(self.device))
+        self.algorithm = create_algorithm(cfg, self.model, self.optimizer, self.total_steps, self.steps_per_epoch,
+                                          first[0], first)
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.criterion = nn.CrossEntropyLoss()
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -154,19 +154,17 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def _restore(self, s: dict[str, Any]) -> None:
-        masks = s.get("masks", {})
-        if masks and self.algorithm is not None:
-            from ..nn import protocol
-            for name, mask in masks.items():
-                protocol.set_mask(self.model.get_submodule(name), mask.to(self.device), self.optimizer)
+        if (s.get("algorithm") is None) != (self.algorithm is None):
+            raise ValueError(f"--resume: the checkpoint was trained with method {s['config']['method']!r}, "
+                             f"this run uses {self.cfg.method!r}")
+        if self.algorithm is not None:  # first: masks (and packed shapes) before weights and optimizer state
+            self.algorithm.load_state_dict(s["algorithm"])
+        set_backends(self.model, s.get("backends", {}))
         self.model.load_state_dict(s["model"])
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
-        if self.algorithm is not None and s.get("algorithm") is not None:
-            self.algorithm.load_state_dict(s["algorithm"])
         self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
         self.acc = list(s["accumulators"])
-        self.decisions = s.get("decisions", {})
         set_rng_state(s["rng"])
         if self.dist.is_main:
             self._truncate_metrics(self.epoch)
@@ -176,7 +174,7 @@ class Trainer:
             return
         save_checkpoint({
             "config": self.cfg.to_dict(), "model": self.model.state_dict(), "masks": layer_masks(self.model),
-            "backends": layer_backends(self.model), "decisions": self.decisions,
+            "backends": layer_backends(self.model),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "algorithm": self.algorithm.state_dict() if self.algorithm is not None else None,
             "rng": rng_state(), "sampler": {"seed": self.cfg.seed, "epoch": self.epoch, "start_step": self.step_in_epoch},
@@ -315,10 +313,11 @@ class Trainer:
                 rows = json.load(f)
         masks = layer_masks(self.model)
         backends = layer_backends(self.model)
+        decisions = {d.layer: d for d in decision_table(self.model)}
         layers = [{"layer": n, "shape": list(m.shape), "sparsity": 1.0 - float(m.float().mean()),
                    "backend": backends.get(n, {}).get("backend", "masked-dense"),
-                   "choice": self.decisions.get(n, {}).get("choice"),
-                   "times_ms": self.decisions.get(n, {}).get("times_ms", {})} for n, m in masks.items()]
+                   "choice": decisions[n].choice if n in decisions else None,
+                   "times_ms": dict(decisions[n].times_ms) if n in decisions else {}} for n, m in masks.items()]
         last = rows[-1] if rows else {}
         summary = {"config": self.cfg.to_dict(), "epochs_done": self.epoch, "global_step": self.global_step,
                    "test_acc": float(last["test_acc"]) if last else None,
