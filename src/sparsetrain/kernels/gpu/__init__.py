@@ -1,0 +1,1 @@
+"""Triton GPU kernels (tested on the CPU under TRITON_INTERPRET=1)."""
