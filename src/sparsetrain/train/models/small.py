@@ -9,13 +9,14 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, hidden: int = 256) -> None:
         super().__init__()
+        # no in-place ReLU: a packed sparse layer may return a view, which autograd forbids modifying in place
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         # adaptive pooling to 7x7 keeps the head valid for any input size >= 4
         self.pool = nn.AdaptiveAvgPool2d(7)
         self.fc1 = nn.Linear(2 * width * 49, hidden)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x):
