@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..formats import BlockLayout
 from .base import PackedSparseModule
+from .block_sparse import BlockSparseConv2d, BlockSparseLinear
 from .sparse_conv import SparseConv2d
 from .sparse_linear import SparseLinear
 
-BACKEND_CHOICES = ("auto", "sparse-cpu", "dense")
+BACKEND_CHOICES = ("auto", "sparse-cpu", "block-cpu", "dense")
 
 
 @dataclass
@@ -93,17 +95,37 @@ def _lookup_mask(masks, name: str):
     return None
 
 
+def _block_layout(module: nn.Module, mask) -> BlockLayout | None:
+    """The HRBP blocks of ``mask`` when it is a BlockLayout or a block-structured bool mask, else None."""
+    if isinstance(mask, BlockLayout):
+        return mask
+    if isinstance(module, nn.Conv2d) and module.groups != 1:
+        return None
+    try:
+        return BlockLayout.from_mask(mask)
+    except ValueError:
+        return None
+
+
+def _block_module(module: nn.Module, layout: BlockLayout) -> PackedSparseModule:
+    cls = BlockSparseConv2d if isinstance(module, nn.Conv2d) else BlockSparseLinear
+    return cls.from_dense(module, layout)
+
+
 def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, example_input=None,
              backend: str = "auto", min_sparsity: float = 0.8, exclude=(), warmup: int = 2,
              repeats: int = 5) -> nn.Module:
     """Replace ``nn.Linear``/``nn.Conv2d`` layers (in place) with ``SparseLinear``/``SparseConv2d``.
 
-    ``masks`` maps a module name (or ``name.weight``) to a bool mask; layers without one use
-    ``weight != 0``. Layers sparser than ``min_sparsity`` (in [0, 1]) and not matching a glob in
-    ``exclude`` are converted. ``backend="auto"`` needs ``example_input`` (a tensor, or a tuple of
+    ``masks`` maps a module name (or ``name.weight``) to a bool mask or an HRBP ``BlockLayout``; layers
+    without one use ``weight != 0``. Layers sparser than ``min_sparsity`` (in [0, 1]) and not matching a
+    glob in ``exclude`` are converted. ``backend="auto"`` needs ``example_input`` (a tensor, or a tuple of
     positional inputs): it times a warmed-up forward+backward (median of ``repeats``) of the dense
-    reference and of each sparse kernel on every layer's real input and keeps the fastest. The table
-    of decisions is ``sparsetrain.decision_table(model)``. Returns ``model``.
+    reference and of each sparse kernel on every layer's real input and keeps the fastest; layers whose
+    mask is block-structured (``masks.hrbp``/``hrbp_random``) also time the HRBP block layer
+    (``BlockSparseConv2d``/``BlockSparseLinear``). ``backend="block-cpu"`` converts such layers to block
+    layers and refuses unstructured masks. The table of decisions is ``sparsetrain.decision_table(model)``.
+    Returns ``model``.
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
@@ -121,11 +143,15 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
 
     inputs: dict[str, torch.Tensor] = {}
     converted: list[tuple[str, PackedSparseModule, float]] = []
+    block_candidates: dict[str, tuple[nn.Module, BlockLayout]] = {}
     for name, module in list(model.named_modules()):
         if not isinstance(module, (nn.Linear, nn.Conv2d)) or _matches(name, exclude):
             continue
         mask = _lookup_mask(masks, name)
         mask = (module.weight != 0) if mask is None else mask
+        given_layout = mask if isinstance(mask, BlockLayout) else None
+        if given_layout is not None:
+            mask = given_layout.mask.to(module.weight.device)
         if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
             raise TypeError(f"masks[{name!r}] must have dtype torch.bool, got {mask.dtype}")
         sparsity = 1.0 - float(mask.float().mean()) if mask.numel() else 0.0
@@ -134,9 +160,19 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
         if module.weight.dtype not in (torch.float32, torch.float64):
             warnings.warn(f"sparsify: {name} has dtype {module.weight.dtype}; left dense", stacklevel=2)
             continue
-        init_backend = "dense" if backend == "auto" else backend
-        cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
-        new = cls.from_dense(module, mask, backend=init_backend)
+        layout = _block_layout(module, given_layout if given_layout is not None else mask) \
+            if backend in ("auto", "block-cpu") else None
+        if backend == "block-cpu":
+            if layout is None:
+                raise ValueError(f"backend='block-cpu': the mask of layer {name!r} is not block-structured; regroup it "
+                                 "with sparsetrain.masks.hrbp(mask) (or use backend='auto' / 'sparse-cpu')")
+            new = _block_module(module, layout)
+        else:
+            init_backend = "dense" if backend == "auto" else backend
+            cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
+            new = cls.from_dense(module, mask, backend=init_backend)
+            if backend == "auto" and layout is not None:
+                block_candidates[name] = (module, layout)
         _replace(model, name, new)
         converted.append((name, new, sparsity))
 
@@ -150,11 +186,18 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
             for h in hooks:
                 h.remove()
     for name, module, sparsity in converted:
-        kind = "linear" if isinstance(module, SparseLinear) else "conv2d"
+        kind = "linear" if isinstance(module, (SparseLinear, BlockSparseLinear)) else "conv2d"
         decision = Decision(name, kind, sparsity)
+        block = block_candidates.get(name)
         if backend == "auto":
             if name in inputs:
                 decision.times_ms = choose_backend(module, inputs[name], warmup, repeats)
+                if block is not None and inputs[name].device.type == "cpu":
+                    candidate = _block_module(*block)
+                    decision.times_ms["block-cpu"] = _time_fwd_bwd(candidate, inputs[name], warmup, repeats)
+                    if decision.times_ms["block-cpu"] < min(t for k, t in decision.times_ms.items() if k != "block-cpu"):
+                        _replace(model, name, candidate)
+                        module = candidate
             else:  # the example never reached this layer: keep the reference
                 module.backend = "dense"
         decision.choice = _describe(module)
@@ -169,6 +212,8 @@ def _recorder(store: dict, name: str):
 
 
 def _describe(module: PackedSparseModule) -> str:
+    if isinstance(module, (BlockSparseConv2d, BlockSparseLinear)) and module.backend != "dense":
+        return "block-cpu"
     if isinstance(module, SparseConv2d) and module.backend == "sparse-cpu":
         return f"sparse-cpu/{module.variant or 'heuristic'}"
     return module.backend
