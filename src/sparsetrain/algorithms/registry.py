@@ -8,6 +8,7 @@ from torch import nn
 from .base import Sparsifier
 from .dynamic import SET, RigL
 from .gradual import GMP, sparseprop_gmp
+from .hrbp import HRBPDynamic, HRBPStatic, RandomChannel
 from .lottery import LotteryTicket
 from .static import Static
 
@@ -49,3 +50,6 @@ register("gmp", GMP)
 register("gmp-global", lambda model, optimizer, **o: GMP(model, optimizer, **{"distribution": "global", **o}))
 register("sparseprop", sparseprop_gmp)
 register("lottery", LotteryTicket)
+register("hrbp", HRBPStatic)
+register("hrbp-dst", HRBPDynamic)
+register("random-channel", RandomChannel)
