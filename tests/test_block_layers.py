@@ -30,7 +30,7 @@ def compare_block(sparse, dense, x, rtol=1e-9, atol=1e-9, needs_x_grad=True):
         torch.testing.assert_close(sparse.bias.grad, dense.bias.grad, rtol=rtol, atol=atol)
 
 
-def conv_pair(cin, cout, k, density=0.2, groups=4, seed=0, dtype=D, layout_fn="random", **kw):
+def conv_pair(cin, cout, k, density=0.2, groups=4, seed=0, dtype=D, layout_fn="random", variant=None, **kw):
     torch.manual_seed(seed)
     conv = nn.Conv2d(cin, cout, k, dtype=dtype, **kw)
     gen = torch.Generator().manual_seed(seed)
@@ -38,7 +38,7 @@ def conv_pair(cin, cout, k, density=0.2, groups=4, seed=0, dtype=D, layout_fn="r
         layout = hrbp_random(conv.weight.shape, density, groups=groups, min_rows=1, generator=gen)
     else:
         layout = hrbp(random_mask(conv.weight.shape, 1 - density, gen), groups=groups, min_rows=1)
-    return BlockSparseConv2d.from_dense(conv, layout), conv
+    return BlockSparseConv2d.from_dense(conv, layout, variant=variant), conv
 
 
 GEOMETRIES = [
@@ -55,12 +55,16 @@ GEOMETRIES = [
 ]
 
 
+VARIANTS = ["over-width", "batch-last"]
+
+
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=str)
 @pytest.mark.parametrize("batch", [1, 5])
-def test_conv_geometries(geo, batch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_conv_geometries(geo, batch, variant):
     geo = dict(geo)
     k = geo.pop("k")
-    sparse, dense = conv_pair(12, 16, k, **geo)
+    sparse, dense = conv_pair(12, 16, k, variant=variant, **geo)
     compare_block(sparse, dense, torch.randn(batch, 12, 9, 8, dtype=D))
 
 
@@ -68,20 +72,41 @@ def test_conv_geometries(geo, batch):
 @given(cin=st.integers(1, 20), cout=st.sampled_from([4, 6, 12, 24]), h=st.integers(3, 11), w=st.integers(3, 11),
        batch=st.sampled_from([1, 2, 3, 7]), stride=st.sampled_from([1, 2]), pad=st.sampled_from([0, 1]),
        density=st.sampled_from([0.05, 0.2, 0.4, 1.0]), groups=st.sampled_from([1, 2, 3]),
-       mode=st.sampled_from(["random", "hrbp"]), seed=st.integers(0, 99))
-def test_conv_property(cin, cout, h, w, batch, stride, pad, density, groups, mode, seed):
+       mode=st.sampled_from(["random", "hrbp"]), variant=st.sampled_from(VARIANTS), seed=st.integers(0, 99))
+def test_conv_property(cin, cout, h, w, batch, stride, pad, density, groups, mode, variant, seed):
     if mode == "hrbp" and density == 1.0:
         density = 0.9  # random_mask needs sparsity in [0, 1)
-    sparse, dense = conv_pair(cin, cout, 3, density, groups, seed, layout_fn=mode, stride=stride, padding=pad)
+    sparse, dense = conv_pair(cin, cout, 3, density, groups, seed, layout_fn=mode, variant=variant, stride=stride,
+                              padding=pad)
     compare_block(sparse, dense, torch.randn(batch, cin, h, w, dtype=D))
 
 
-def test_float32_chunked_batch_and_noncontiguous_input(monkeypatch):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float32_chunked_and_noncontiguous_input(monkeypatch, variant):
     import sparsetrain.ops.block_conv as bc
     monkeypatch.setattr(bc, "CHUNK_BYTES", 4096)  # several chunks, a ragged last one
-    sparse, dense = conv_pair(16, 32, 3, 0.1, 8, dtype=torch.float32, padding=1)
+    sparse, dense = conv_pair(16, 32, 3, 0.1, 8, dtype=torch.float32, variant=variant, padding=1)
     x = torch.randn(7, 10, 10, 16).permute(0, 3, 1, 2)  # channels_last-like view
     compare_block(sparse, dense, x, rtol=1e-4, atol=1e-4)
+
+
+def test_chained_batch_last_layers_and_default_variant():
+    a, da = conv_pair(8, 16, 3, 0.3, 2, variant="batch-last", padding=1)
+    b, db = conv_pair(16, 16, 3, 0.3, 2, seed=1, padding=1)
+    x = torch.randn(9, 8, 6, 6, dtype=D)
+    with torch.no_grad():
+        da.weight.mul_(a.mask())
+        db.weight.mul_(b.mask())
+    xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ys, yd = b(torch.relu(a(xs))), db(torch.relu(da(xd)))
+    assert not a(x).is_contiguous()  # a batch-last view, read by the next layer without a copy
+    torch.testing.assert_close(ys, yd)
+    ys.square().sum().backward()
+    yd.square().sum().backward()
+    torch.testing.assert_close(xs.grad, xd.grad)
+    from sparsetrain.ops.block_conv import choose_block_variant
+    assert choose_block_variant(x, b.geometry) == "batch-last"
+    assert choose_block_variant(torch.randn(2, 16, 32, 32), b.geometry) == "over-width"
 
 
 def test_full_density_is_dense_conv_and_empty_batch():
@@ -90,6 +115,8 @@ def test_full_density_is_dense_conv_and_empty_batch():
     compare_block(sparse, dense, torch.randn(2, 8, 6, 6, dtype=D))
     y = sparse(torch.randn(0, 8, 6, 6, dtype=D))
     assert y.shape == (0, 8, 6, 6)
+    x = torch.randn(8, 6, 6, dtype=D)  # unbatched
+    torch.testing.assert_close(sparse(x), sparse.to_dense()(x))
 
 
 def test_unused_input_channels_get_zero_gradient():
@@ -139,6 +166,8 @@ def test_bad_arguments():
         BlockSparseConv2d.from_dense(conv, hrbp_random((8, 4, 3, 3), 0.5, groups=1))
     with pytest.raises(ValueError, match="not block-structured"):
         BlockSparseConv2d.from_dense(conv, random_mask((8, 8, 3, 3), 0.9, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="variant must be one of"):
+        BlockSparseConv2d.from_dense(conv, hrbp_random((8, 8, 3, 3), 0.5, groups=1), variant="bl")
     with pytest.raises(ValueError, match="backend must be one of"):
         BlockSparseConv2d.from_dense(conv, hrbp_random((8, 8, 3, 3), 0.5, groups=1), backend="sparse-cpu")
     sparse = BlockSparseConv2d.from_dense(conv, hrbp_random((8, 8, 3, 3), 0.5, groups=1))

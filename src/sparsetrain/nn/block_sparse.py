@@ -10,7 +10,7 @@ from torch.nn.modules.utils import _pair
 from ..formats import BlockLayout
 from ..formats.validate import check_values_dtype
 from ..ops import ConvGeometry
-from ..ops.block_conv import block_conv2d, channel_items
+from ..ops.block_conv import BLOCK_VARIANTS, block_conv2d, channel_items
 from .base import PackedSparseModule, check_backend
 from .sparse_conv import Padding, explicit_padding
 
@@ -87,14 +87,17 @@ class BlockSparseConv2d(_BlockModule):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, layout: BlockLayout, stride=1,
                  padding: Padding = 0, dilation=1, bias: bool = True, padding_mode: str = "zeros",
-                 backend: str = "block-cpu", device=None, dtype=None) -> None:
+                 backend: str = "block-cpu", variant: str | None = None, device=None, dtype=None) -> None:
         super().__init__()
         sym = padding if not (isinstance(padding, tuple) and len(padding) == 4) else 0
         conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, sym, dilation, 1, bias, padding_mode,
                          device=device, dtype=dtype)
-        self._init_from(conv, layout, backend, padding)
+        self._init_from(conv, layout, backend, padding, variant)
 
-    def _init_from(self, conv: nn.Conv2d, layout, backend: str, padding: Padding) -> None:
+    def _init_from(self, conv: nn.Conv2d, layout, backend: str, padding: Padding, variant: str | None) -> None:
+        if variant is not None and variant not in BLOCK_VARIANTS:
+            raise ValueError(f"variant must be one of {BLOCK_VARIANTS} or None, got {variant!r}")
+        self.variant = variant
         check_values_dtype(conv.weight, "weight")
         if conv.groups != 1:
             raise ValueError(f"BlockSparseConv2d needs groups=1 (got groups={conv.groups}); grouped and depthwise "
@@ -110,14 +113,14 @@ class BlockSparseConv2d(_BlockModule):
 
     @classmethod
     def from_dense(cls, module: nn.Conv2d, layout: "BlockLayout | torch.Tensor | None" = None,
-                   backend: str = "block-cpu") -> "BlockSparseConv2d":
+                   backend: str = "block-cpu", variant: str | None = None) -> "BlockSparseConv2d":
         """Keep ``module``'s weight inside ``layout`` (a BlockLayout, e.g. from ``masks.hrbp``, or a block-structured
         bool mask; default ``weight != 0``, which must already be block-structured)."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"module must be nn.Conv2d, got {type(module).__name__}")
         self = cls.__new__(cls)
         PackedSparseModule.__init__(self)
-        self._init_from(module, layout, backend, module.padding)
+        self._init_from(module, layout, backend, module.padding, variant)
         return self
 
     def to_dense(self) -> nn.Module:
@@ -138,6 +141,8 @@ class BlockSparseConv2d(_BlockModule):
         return self._derived_state(build)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         geo = self.geometry
         if self.padding_mode != "zeros":
             pt, pb, pl, pr = geo.padding
@@ -152,13 +157,13 @@ class BlockSparseConv2d(_BlockModule):
                                     self.out_channels)
         ptr, items = self._channel_items()
         return block_conv2d(x, self.values, self.bias, self.rows, self.channels, self.cells, ptr, items, geo,
-                            self.out_channels)
+                            self.out_channels, self.variant)
 
     def extra_repr(self) -> str:
         t, (r, k) = self.layout.groups, self.layout.block_shape
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, "
-                f"blocks={t}x({r}x{k}), density={self.density:.4f}, backend={self.backend}")
+                f"blocks={t}x({r}x{k}), density={self.density:.4f}, backend={self.backend}, variant={self.variant}")
 
 
 class BlockSparseLinear(_BlockModule):

@@ -5,24 +5,28 @@ dW        dvalues[g]    = dy[:, rows[g]] @ cols[g]^T               (the same blo
 dX        dx            = col2im(values[g]^T @ dy[:, rows[g]])     (transposed blocks + scatter-add)
 
 ``cols[g]`` is the implicit-GEMM column matrix of block g (its input channels at its pattern cells). It is
-rebuilt in the backward rather than saved, so the op keeps only ``x`` alive, as a dense conv does; the batch
-is processed in chunks so ``cols`` stays a few MB and is reused while warm in cache.
+rebuilt in the backward rather than saved, so the op keeps only the input alive, as a dense conv does; the work
+is split into chunks (of the batch, or of output rows in the batch-last layout) so ``cols`` stays a few MB and
+is reused while warm in cache. Two layouts, as in SparseProp: ``"over-width"`` (NCHW activations, runs along
+the output width) and ``"batch-last"`` ((C, H, W, B) activations, runs along the batch; the output is returned
+as a (B, C, H, W) view of a batch-last tensor so a following block layer reads it without a copy).
 """
 from __future__ import annotations
 
 import torch
 
-from ..kernels.cpu.block import col2im_add, gather_columns, gather_rows, scatter_rows
+from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gather_columns_bl, gather_rows,
+                                 gather_rows_bl, scatter_rows, scatter_rows_bl)
 from .common import check_cpu_input, np_view
 from .conv import ConvGeometry
 from .threads import sync_threads
 
-CHUNK_BYTES = 8 << 20  # column-matrix bytes per batch chunk
+CHUNK_BYTES = 8 << 20  # column-matrix bytes per chunk
+BLOCK_VARIANTS = ("over-width", "batch-last")
 
 
 def channel_items(channels: torch.Tensor, p: int, n_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per input channel, the block rows (g*(c*p) + k) that read it: a CSR (ptr, items) for ``col2im_add``."""
-    t, c = channels.shape
+    """Per input channel, the block rows (g*(c*p) + k) that read it: a CSR (ptr, items) for the col2im kernels."""
     ch = channels.repeat_interleave(p, dim=1).flatten()  # channel of block row g*(c*p) + k
     items = torch.sort(ch, stable=True).indices
     ptr = torch.zeros(n_channels + 1, dtype=torch.int64)
@@ -30,75 +34,9 @@ def channel_items(channels: torch.Tensor, p: int, n_channels: int) -> tuple[torc
     return ptr, items
 
 
-def _chunk(batch: int, rows_per_image: int, itemsize: int) -> int:
-    return max(1, min(batch, CHUNK_BYTES // max(1, rows_per_image * itemsize)))
-
-
-class BlockConv2dFunction(torch.autograd.Function):
-    """y = block_conv(x); see the module docstring."""
-
-    @staticmethod
-    def forward(ctx, x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo: ConvGeometry, out_channels):
-        sync_threads()
-        x = x.contiguous()
-        B, C, H, W = x.shape
-        OH, OW = geo.out_size(H, W)
-        t, R, K = values.shape
-        L = OH * OW
-        args = _geo_args(geo, OH, OW)
-        y = x.new_empty(B, out_channels, L)
-        b_vec = bias.detach() if bias is not None else x.new_zeros(out_channels)
-        vals = values.detach()
-        nb = _chunk(B, t * K * L, x.element_size())
-        cols = x.new_empty(t, K, nb * L)
-        ybuf = x.new_empty(t, R, nb * L)
-        for b0 in range(0, B, nb):
-            b1 = min(B, b0 + nb)
-            n = (b1 - b0) * L
-            cb, yb = cols[:, :, :n], ybuf[:, :, :n]
-            if n != nb * L:
-                cb, yb = cb.contiguous(), yb.contiguous()
-            gather_columns(np_view(x[b0:b1]), channels.numpy(), cells.numpy(), *args, cb.numpy())
-            torch.bmm(vals, cb, out=yb)
-            scatter_rows(yb.numpy(), rows.numpy(), np_view(b_vec), y[b0:b1].numpy())
-        ctx.save_for_backward(x, values, rows, channels, cells, ch_ptr, ch_items)
-        ctx.geo, ctx.has_bias = geo, bias is not None
-        return y.view(B, out_channels, OH, OW)
-
-    @staticmethod
-    def backward(ctx, gy):
-        sync_threads()
-        x, values, rows, channels, cells, ch_ptr, ch_items = ctx.saved_tensors
-        geo = ctx.geo
-        B, C, H, W = x.shape
-        t, R, K = values.shape
-        OH, OW = gy.shape[2], gy.shape[3]
-        L = OH * OW
-        args = _geo_args(geo, OH, OW)
-        gy = gy.contiguous().view(B, -1, L)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dx = x.new_empty(B, C, H, W) if need_x else None
-        dv = torch.zeros_like(values) if need_w else None
-        p = cells.shape[1]
-        vals_t = values.detach().transpose(1, 2)
-        nb = _chunk(B, t * K * L, x.element_size())
-        cols = x.new_empty(t, K, nb * L)
-        gbuf = x.new_empty(t, R, nb * L)
-        for b0 in range(0, B, nb):
-            b1 = min(B, b0 + nb)
-            n = (b1 - b0) * L
-            cb, gb = cols[:, :, :n], gbuf[:, :, :n]
-            if n != nb * L:
-                cb, gb = cb.contiguous(), gb.contiguous()
-            gather_rows(gy[b0:b1].numpy(), rows.numpy(), gb.numpy())
-            if need_w:
-                gather_columns(np_view(x[b0:b1]), channels.numpy(), cells.numpy(), *args, cb.numpy())
-                dv.baddbmm_(gb, cb.transpose(1, 2))
-            if need_x:
-                torch.bmm(vals_t, gb, out=cb)
-                col2im_add(cb.numpy(), ch_ptr.numpy(), ch_items.numpy(), cells.numpy(), p, *args, dx[b0:b1].numpy())
-        db = gy.sum((0, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dv, db, None, None, None, None, None, None, None
+def _per_chunk(total: int, unit_elems: int, itemsize: int) -> int:
+    """How many units (images or output rows) of ``unit_elems`` column entries fit one chunk."""
+    return max(1, min(total, CHUNK_BYTES // max(1, unit_elems * itemsize)))
 
 
 def _geo_args(geo: ConvGeometry, OH: int, OW: int) -> tuple[int, ...]:
@@ -106,11 +44,135 @@ def _geo_args(geo: ConvGeometry, OH: int, OW: int) -> tuple[int, ...]:
     return (kw, sh, sw, pt, pl, dh, dw, OH, OW)
 
 
+def _buffers(x: torch.Tensor, t: int, R: int, K: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.new_empty(t, K, n), x.new_empty(t, R, n)
+
+
+def _fit(buf: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` columns of a (t, rows, N) buffer as a contiguous tensor (a view when n == N)."""
+    return buf if buf.shape[2] == n else buf[:, :, :n].contiguous()
+
+
+class BlockConv2dFunction(torch.autograd.Function):
+    """y = block_conv(x); see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo: ConvGeometry, out_channels,
+                variant):
+        sync_threads()
+        B, C, H, W = x.shape
+        OH, OW = geo.out_size(H, W)
+        t, R, K = values.shape
+        args = _geo_args(geo, OH, OW)
+        b_vec = np_view(bias) if bias is not None else x.new_zeros(out_channels).numpy()
+        vals = values.detach()
+        ch, ce, rw = channels.numpy(), cells.numpy(), rows.numpy()
+        if variant == "batch-last":
+            xT = x.detach().permute(1, 2, 3, 0).contiguous()  # free when x is a batch-last view
+            yT = x.new_empty(out_channels, OH, OW, B)
+            yflat = yT.view(out_channels, -1).numpy()
+            per = _per_chunk(OH, t * K * OW * B, x.element_size())
+            cols, ybuf = _buffers(x, t, R, K, per * OW * B)
+            for oh0 in range(0, OH, per):
+                oh1 = min(OH, oh0 + per)
+                cb, yb = _fit(cols, (oh1 - oh0) * OW * B), _fit(ybuf, (oh1 - oh0) * OW * B)
+                gather_columns_bl(xT.numpy(), ch, ce, *args, oh0, oh1, cb.numpy())
+                torch.bmm(vals, cb, out=yb)
+                scatter_rows_bl(yb.numpy(), rw, b_vec, yflat, oh0 * OW * B)
+            saved = xT
+            y = yT.permute(3, 0, 1, 2)
+        else:
+            x = x.detach().contiguous()
+            L = OH * OW
+            y = x.new_empty(B, out_channels, L)
+            per = _per_chunk(B, t * K * L, x.element_size())
+            cols, ybuf = _buffers(x, t, R, K, per * L)
+            for b0 in range(0, B, per):
+                b1 = min(B, b0 + per)
+                cb, yb = _fit(cols, (b1 - b0) * L), _fit(ybuf, (b1 - b0) * L)
+                gather_columns(np_view(x[b0:b1]), ch, ce, *args, cb.numpy())
+                torch.bmm(vals, cb, out=yb)
+                scatter_rows(yb.numpy(), rw, b_vec, y[b0:b1].numpy())
+            saved = x
+            y = y.view(B, out_channels, OH, OW)
+        ctx.save_for_backward(saved, values, rows, channels, cells, ch_ptr, ch_items)
+        ctx.geo, ctx.has_bias, ctx.variant, ctx.out_hw = geo, bias is not None, variant, (OH, OW)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        sync_threads()
+        saved, values, rows, channels, cells, ch_ptr, ch_items = ctx.saved_tensors
+        OH, OW = ctx.out_hw
+        t, R, K = values.shape
+        p = cells.shape[1]
+        args = _geo_args(ctx.geo, OH, OW)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dv = torch.zeros_like(values) if need_w else None
+        vals_t = values.detach().transpose(1, 2)
+        ch, ce, rw, cp, ci_items = channels.numpy(), cells.numpy(), rows.numpy(), ch_ptr.numpy(), ch_items.numpy()
+        dx = None
+        if ctx.variant == "batch-last":
+            C, H, W, B = saved.shape
+            gyT = gy.permute(1, 2, 3, 0).contiguous()
+            gflat = gyT.view(gyT.shape[0], -1).numpy()
+            dxT = saved.new_zeros(C, H, W, B) if need_x else None
+            per = _per_chunk(OH, t * K * OW * B, saved.element_size())
+            cols, gbuf = _buffers(saved, t, R, K, per * OW * B)
+            for oh0 in range(0, OH, per):
+                oh1 = min(OH, oh0 + per)
+                cb, gb = _fit(cols, (oh1 - oh0) * OW * B), _fit(gbuf, (oh1 - oh0) * OW * B)
+                gather_rows_bl(gflat, rw, oh0 * OW * B, gb.numpy())
+                if need_w:
+                    gather_columns_bl(saved.numpy(), ch, ce, *args, oh0, oh1, cb.numpy())
+                    dv.baddbmm_(gb, cb.transpose(1, 2))
+                if need_x:
+                    torch.bmm(vals_t, gb, out=cb)
+                    col2im_add_bl(cb.numpy(), cp, ci_items, ce, p, *args, oh0, oh1, dxT.numpy())
+            if need_x:
+                dx = dxT.permute(3, 0, 1, 2)
+            db_dims = (1, 2, 3)
+        else:
+            B, C, H, W = saved.shape
+            L = OH * OW
+            gy = gy.contiguous().view(B, -1, L)
+            dx = saved.new_empty(B, C, H, W) if need_x else None
+            per = _per_chunk(B, t * K * L, saved.element_size())
+            cols, gbuf = _buffers(saved, t, R, K, per * L)
+            for b0 in range(0, B, per):
+                b1 = min(B, b0 + per)
+                cb, gb = _fit(cols, (b1 - b0) * L), _fit(gbuf, (b1 - b0) * L)
+                gather_rows(gy[b0:b1].numpy(), rw, gb.numpy())
+                if need_w:
+                    gather_columns(np_view(saved[b0:b1]), ch, ce, *args, cb.numpy())
+                    dv.baddbmm_(gb, cb.transpose(1, 2))
+                if need_x:
+                    torch.bmm(vals_t, gb, out=cb)
+                    col2im_add(cb.numpy(), cp, ci_items, ce, p, *args, dx[b0:b1].numpy())
+            gyT = gy
+            db_dims = (0, 2)
+        db = gyT.sum(db_dims) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dv, db, None, None, None, None, None, None, None, None
+
+
+def choose_block_variant(x: torch.Tensor, geo: ConvGeometry) -> str:
+    """Batch-last when output rows are short (< 16) and the batch gives runs of at least 8; else over-width."""
+    _, ow = geo.out_size(x.shape[-2], x.shape[-1])
+    return "batch-last" if ow < 16 and x.shape[0] >= 8 else "over-width"
+
+
 def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor,
                  channels: torch.Tensor, cells: torch.Tensor, ch_ptr: torch.Tensor, ch_items: torch.Tensor,
-                 geo: ConvGeometry, out_channels: int) -> torch.Tensor:
-    """HRBP block conv2d on the CPU (groups == 1); input (B, C, H, W), values (t, R, c*p)."""
+                 geo: ConvGeometry, out_channels: int, variant: str | None = None) -> torch.Tensor:
+    """HRBP block conv2d on the CPU (groups == 1); input (B, C, H, W), values (t, R, c*p).
+
+    ``variant``: ``"over-width"``, ``"batch-last"`` or None (``choose_block_variant``)."""
     check_cpu_input(x, values, "BlockSparseConv2d")
     if x.dim() != 4:
         raise ValueError(f"BlockSparseConv2d expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
-    return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels)
+    if variant is None:
+        variant = choose_block_variant(x, geo)
+    elif variant not in BLOCK_VARIANTS:
+        raise ValueError(f"variant must be one of {BLOCK_VARIANTS} or None, got {variant!r}")
+    return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels,
+                                     variant)

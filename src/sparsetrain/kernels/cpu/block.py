@@ -11,6 +11,10 @@ pass and without materialising the full im2col matrix:
 * ``col2im_add``      dcols (t, c*p, N) -> dx (B, C, H, W): parallel over (image, input channel), each thread
   summing every block row that reads that channel, so no two threads write the same element.
 
+The ``_bl`` variants do the same on batch-last activations (C, H, W, B) with columns ordered (oh, ow, b), so
+every copy is a run of B elements: on small feature maps (8x8 and below) the over-width rows are too short to
+vectorise, the batch runs are not. Chunks there are ranges of output rows.
+
 Inner loops run over unsigned ranges: numba's wraparound check on signed indices blocks vectorisation.
 """
 from __future__ import annotations
@@ -151,3 +155,98 @@ def col2im_add(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw, OH
                 else:
                     for ow in range(lo, hi):
                         row[ow * sw + off] += src[base + np.uint64(ow)]
+
+
+# --- batch-last layout: activations (C, H, W, B), columns ordered (oh, ow, b); every copy is a run of B ---------
+
+@njit(**JIT)
+def gather_columns_bl(xT, chans, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, oh0, oh1, cols):
+    """cols[g, j*p + q, ((oh - oh0)*OW + ow)*B + b] = xT[chans[g, j], ih, iw, b] (zero outside the input)."""
+    _, H, W, B = xT.shape
+    t, c = chans.shape
+    p = cells.shape[1]
+    nb = np.uint64(B)
+    for task in prange(t * c * p):
+        g = task // (c * p)
+        k = task - g * c * p
+        ci = chans[g, k // p]
+        cell = cells[g, k % p]
+        kh = cell // Kw
+        kw = cell - kh * Kw
+        dst = cols[g, k]
+        src = xT[ci]
+        for oh in range(oh0, oh1):
+            ih = oh * sh + kh * dh - pt
+            for ow in range(OW):
+                base = np.uint64(((oh - oh0) * OW + ow) * B)
+                iw = ow * sw + kw * dw - pl
+                if ih < 0 or ih >= H or iw < 0 or iw >= W:
+                    for b in range(nb):
+                        dst[base + b] = 0.0
+                else:
+                    run = src[ih, iw]
+                    for b in range(nb):
+                        dst[base + b] = run[b]
+
+
+@njit(**JIT)
+def scatter_rows_bl(ybuf, rows, bias, yT, start):
+    """yT[rows[g, r], start:start+n] = ybuf[g, r, :n] + bias[rows[g, r]]  (yT is (C_O, L*B))."""
+    t, R = rows.shape
+    n = np.uint64(ybuf.shape[2])
+    s = np.uint64(start)
+    for task in prange(t * R):
+        g = task // R
+        r = task - g * R
+        o = rows[g, r]
+        src = ybuf[g, r]
+        dst = yT[o]
+        bo = bias[o]
+        for q in range(n):
+            dst[s + q] = src[q] + bo
+
+
+@njit(**JIT)
+def gather_rows_bl(gyT, rows, start, out):
+    """out[g, r, :n] = gyT[rows[g, r], start:start+n]."""
+    t, R = rows.shape
+    n = np.uint64(out.shape[2])
+    s = np.uint64(start)
+    for task in prange(t * R):
+        g = task // R
+        r = task - g * R
+        src = gyT[rows[g, r]]
+        dst = out[g, r]
+        for q in range(n):
+            dst[q] = src[s + q]
+
+
+@njit(**JIT)
+def col2im_add_bl(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw, OH, OW, oh0, oh1, dxT):
+    """dxT[ci, ih, iw, :] += dcols[g, k, ((oh - oh0)*OW + ow)*B : +B] for every block row (g, k) reading ci;
+    parallel over input channels (race-free). ``dxT`` (C, H, W, B) accumulates across chunks: zero it first."""
+    C, H, W, B = dxT.shape
+    ck = dcols.shape[1]
+    nb = np.uint64(B)
+    for ci in prange(C):
+        plane = dxT[ci]
+        for it in range(ch_ptr[ci], ch_ptr[ci + 1]):
+            item = ch_items[it]
+            g = item // ck
+            k = item - g * ck
+            cell = cells[g, k % p]
+            kh = cell // Kw
+            kw = cell - kh * Kw
+            src = dcols[g, k]
+            for oh in range(oh0, oh1):
+                ih = oh * sh + kh * dh - pt
+                if ih < 0 or ih >= H:
+                    continue
+                for ow in range(OW):
+                    iw = ow * sw + kw * dw - pl
+                    if iw < 0 or iw >= W:
+                        continue
+                    base = np.uint64(((oh - oh0) * OW + ow) * B)
+                    run = plane[ih, iw]
+                    for b in range(nb):
+                        run[b] += src[base + b]
