@@ -51,7 +51,7 @@ def method_options(cfg: TrainConfig, total_steps: int, steps_per_epoch: int, exa
     if m == "lottery":
         opts["steps_per_round"] = max(1, total_steps // cfg.method_options.get("rounds", 5))
     if m.startswith("hrbp"):
-        opts.update(t=cfg.block_t, s=cfg.block_s)
+        opts.update(groups=cfg.block_t, block_density=cfg.block_s)  # the paper's t and s
     opts.update(cfg.method_options)
     return opts
 
