@@ -17,11 +17,11 @@ import torch
 
 from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gather_columns_bl, gather_rows,
                                  gather_rows_bl, scatter_rows, scatter_rows_bl)
-from .common import check_cpu_input, np_view
+from .common import check_cpu_input, np_view, unviewed
 from .conv import ConvGeometry
 from .threads import sync_threads
 
-CHUNK_BYTES = 1 << 20  # column-matrix bytes per chunk: small chunks stay in cache between gather and GEMM
+CHUNK_BYTES = 2 << 20  # column-matrix bytes per chunk: small chunks stay in cache between gather and GEMM
 BLOCK_VARIANTS = ("over-width", "batch-last")
 
 
@@ -97,7 +97,7 @@ class BlockConv2dFunction(torch.autograd.Function):
             y = y.view(B, out_channels, OH, OW)
         ctx.save_for_backward(saved, values, rows, channels, cells, ch_ptr, ch_items)
         ctx.geo, ctx.has_bias, ctx.variant, ctx.out_hw = geo, bias is not None, variant, (OH, OW)
-        return y
+        return unviewed(y)
 
     @staticmethod
     def backward(ctx, gy):

@@ -32,3 +32,14 @@ def transposed(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
         sync_threads()
         transpose_into(np_view(t), out.numpy())
     return out
+
+
+def unviewed(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or when it is a view, a tensor over the same memory that autograd does not track as a view.
+
+    A custom Function's output that is a view of a buffer made inside ``forward`` may not be modified in place
+    (``nn.ReLU(inplace=True)`` right after the layer would fail); the buffer is private to the op, so an
+    untracked alias is safe and costs no copy."""
+    if t._base is None:
+        return t
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())

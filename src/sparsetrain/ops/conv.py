@@ -7,7 +7,7 @@ import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, sddmm_runs,
                            spmm_runs)
-from .common import check_cpu_input, np_view
+from .common import check_cpu_input, np_view, unviewed
 from .plan import cached, transpose_structure
 from .threads import sync_threads
 
@@ -152,7 +152,7 @@ class SparseConv2dFunction(torch.autograd.Function):
             y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
             ctx.save_for_backward(xp, values, och)
             ctx.layout, ctx.plan = layout, runs[3]
-            return y
+            return unviewed(y)
         b = bias.detach() if bias is not None else torch.zeros(out_channels, dtype=x.dtype)
         idx = (np_view(och), np_view(ich), np_view(kh), np_view(kw), np_view(values), np_view(b))
         if variant == "batch-last":
@@ -169,7 +169,7 @@ class SparseConv2dFunction(torch.autograd.Function):
                 sync_threads()
                 conv_forward_ow(np_view(xl), *idx, y.numpy(), geo.kernel_args())
         ctx.save_for_backward(xl, values, och, ich, kh, kw)
-        return y
+        return unviewed(y)
 
     @staticmethod
     def backward(ctx, dy):

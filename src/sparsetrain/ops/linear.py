@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu import sddmm_runs, spmm_runs
-from .common import check_cpu_input, np_view, transposed
+from .common import check_cpu_input, np_view, transposed, unviewed
 from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
 
@@ -46,7 +46,7 @@ class SparseLinearFunction(torch.autograd.Function):
                       yT.view(1, -1).numpy(), 0, B, _TILE)
         ctx.save_for_backward(xT, values, row_ptr, off, t_ptr, perm, offT)
         ctx.has_bias, ctx.plan = bias is not None, plan
-        return yT.t()
+        return unviewed(yT.t())
 
     @staticmethod
     def backward(ctx, dy):
