@@ -47,16 +47,14 @@ def test_every_method_trains_sparse(tmp_path, method):
     if _SHORT.get(method):
         args += ["--method-options", _SHORT[method]]
     if method.startswith("hrbp"):
-        # s = 4/9 is defined for 3x3 kernels: leave fc1 dense; ERK would give this tiny model's small
-        # conv a density above s
-        args += ["--distribution", "uniform", "--method-options",
-                 "{exclude: [fc1]" + (", update_interval: 1}" if method == "hrbp-dst" else "}")]
+        args += ["--distribution", "uniform"] + (["--method-options", "{update_interval: 1}"]
+                                                 if method == "hrbp-dst" else [])
     out, s = _train(tmp_path, *args)
     assert s["global_step"] == 2
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["masks"], "a sparse method leaves masks in the checkpoint"
     # the sparse layers are the inner conv and hidden linear (first conv and last linear stay dense)
-    assert set(state["masks"]) == ({"features.3"} if method.startswith("hrbp") else {"features.3", "fc1"})
+    assert set(state["masks"]) == {"features.3", "fc1"}
     if method not in ("sparseprop",):  # sparseprop's recipe stays dense for its first 10 epochs
         assert s["sparsity"] == pytest.approx(0.9, abs=0.02)
 
@@ -77,14 +75,14 @@ def test_backends_and_inspect(tmp_path, capsys, backend):
     assert ("masked-dense" if backend == "dense" else "sparse-cpu" if backend == "sparse" else "layer") in text
 
 
-def test_backend_block_is_a_clear_error_until_available(tmp_path, capsys):
-    from sparsetrain.algorithms.base import PACK_BACKENDS
-    rc = main(["train", *TINY, "--model", "fmnist-cnn", "--width", "4", "--method", "static",
-               "--backend", "block", "--out", str(tmp_path / "r")])
-    if "block" in PACK_BACKENDS:
-        assert rc == 0
-    else:
-        assert rc == 2 and "--backend block" in capsys.readouterr().err
+@pytest.mark.parametrize("method", ["hrbp", "static"])
+def test_backend_block_packs_block_structured_masks(tmp_path, method):
+    # HRBP masks become BlockSparseConv2d layers; unstructured (static random) masks stay SparseProp layers
+    out, s = _train(tmp_path, "--model", "fmnist-cnn", "--width", "4", "--image-size", "16", "--method", method,
+                    "--sparsity", "0.9", "--distribution", "uniform", "--backend", "block")
+    assert s["global_step"] == 2
+    chosen = {layer["layer"]: layer["choice"] for layer in s["layers"]}
+    assert chosen["features.3"] == ("block-cpu" if method == "hrbp" else "sparse-cpu")
 
 
 def test_report_writes_plots_and_speedup(tmp_path, capsys):

@@ -18,12 +18,12 @@ from ..masks.distributions import check_density, check_distribution, layer_count
 from ..masks.select import select_layers
 from ..nn import protocol
 from ..nn.base import PackedSparseModule
-from ..nn.convert import Decision, choose_backend
+from ..nn.convert import Decision, block_layout_of, block_module, time_fwd_bwd, choose_backend
 from ..nn.sparse_conv import SparseConv2d
 from ..nn.sparse_linear import SparseLinear
 from .distributed import broadcast_masks
 
-PACK_BACKENDS = (None, "auto", "sparse-cpu", "dense")
+PACK_BACKENDS = (None, "auto", "sparse-cpu", "block-cpu", "dense")
 Masks = dict[str, torch.Tensor]
 
 
@@ -34,9 +34,11 @@ class Sparsifier:
     ``distribution`` spreads it over layers (``uniform``, ``er``, ``erk``, ``global``). Layers are
     every Linear/Conv2d matching ``include`` globs and no ``exclude`` glob; with ``dense_first_last``
     the first conv and the last linear stay dense. ``masks`` ({layer or layer.weight: bool mask})
-    overrides the initial masks. ``backend`` (``"auto"``, ``"sparse-cpu"``, ``"dense"``) moves a layer
-    onto the packed sparse kernels as soon as its sparsity reaches ``min_sparsity`` (SparseProp's 80%
-    rule), carrying optimizer state; ``"auto"`` times the backends on ``example_input``. ``None``
+    overrides the initial masks. ``backend`` (``"auto"``, ``"sparse-cpu"``, ``"block-cpu"``, ``"dense"``) moves
+    a layer onto the packed sparse kernels as soon as its sparsity reaches ``min_sparsity`` (SparseProp's 80%
+    rule), carrying optimizer state; ``"auto"`` times the backends on ``example_input`` (HRBP block layers
+    too when the mask is block-structured); ``"block-cpu"`` packs block-structured masks as HRBP block
+    layers and the others as SparseProp layers. ``None``
     keeps the layer kinds as given (plain layers run as masked-dense references).
     """
 
@@ -162,6 +164,12 @@ class Sparsifier:
             decision = Decision(n, "linear" if isinstance(m, nn.Linear) else "conv2d", 1.0 - mask.float().mean().item())
             if n in inputs and isinstance(new, (SparseLinear, SparseConv2d)):
                 decision.times_ms = choose_backend(new, inputs[n])
+                layout = block_layout_of(m, mask) if inputs[n].device.type == "cpu" else None
+                if layout is not None:  # a block-structured mask: the HRBP block layer is a candidate too
+                    block = block_module(m, layout)
+                    decision.times_ms["block-cpu"] = time_fwd_bwd(block, inputs[n], 2, 5)
+                    if decision.times_ms["block-cpu"] < min(t for k, t in decision.times_ms.items() if k != "block-cpu"):
+                        new = block
             variant = getattr(new, "variant", None)
             decision.choice = new.backend if variant is None else f"{new.backend}/{variant}"
             new.decision = decision
@@ -169,8 +177,13 @@ class Sparsifier:
 
     def packed_layer(self, name: str, module: nn.Module, mask: torch.Tensor) -> PackedSparseModule:
         """The packed layer replacing masked-dense ``module`` (hook: block-sparse algorithms override)."""
+        if self.backend == "block-cpu":
+            layout = block_layout_of(module, mask)
+            if layout is not None:
+                return block_module(module, layout)
         cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
-        return cls.from_dense(module, mask, backend="dense" if self.backend == "auto" else self.backend)
+        backend = {"auto": "dense", "block-cpu": "sparse-cpu"}.get(self.backend, self.backend)
+        return cls.from_dense(module, mask, backend=backend)
 
     def _capture_inputs(self, names: list[str]) -> dict[str, torch.Tensor]:
         store: dict[str, torch.Tensor] = {}

@@ -52,7 +52,7 @@ def _candidates(module: PackedSparseModule) -> dict[str, dict]:
     return {"dense": dict(backend="dense"), "sparse-cpu": dict(backend="sparse-cpu")}
 
 
-def _time_fwd_bwd(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
+def time_fwd_bwd(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
     """Median milliseconds of forward + backward (input and parameter gradients) after warm-up."""
     x = x.detach().requires_grad_(True)
     times = []
@@ -75,7 +75,7 @@ def choose_backend(module: PackedSparseModule, x: torch.Tensor, warmup: int = 2,
     for name, cfg in cands.items():
         for k, v in cfg.items():
             setattr(module, k, v)
-        times[name] = _time_fwd_bwd(module, x, warmup, repeats)
+        times[name] = time_fwd_bwd(module, x, warmup, repeats)
     best = min(times, key=times.get)
     for k, v in cands[best].items():
         setattr(module, k, v)
@@ -95,7 +95,7 @@ def _lookup_mask(masks, name: str):
     return None
 
 
-def _block_layout(module: nn.Module, mask) -> BlockLayout | None:
+def block_layout_of(module: nn.Module, mask) -> BlockLayout | None:
     """The HRBP blocks of ``mask`` when it is a BlockLayout or a block-structured bool mask, else None."""
     if isinstance(mask, BlockLayout):
         return mask
@@ -107,7 +107,7 @@ def _block_layout(module: nn.Module, mask) -> BlockLayout | None:
         return None
 
 
-def _block_module(module: nn.Module, layout: BlockLayout) -> PackedSparseModule:
+def block_module(module: nn.Module, layout: BlockLayout) -> PackedSparseModule:
     cls = BlockSparseConv2d if isinstance(module, nn.Conv2d) else BlockSparseLinear
     return cls.from_dense(module, layout)
 
@@ -160,13 +160,13 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
         if module.weight.dtype not in (torch.float32, torch.float64):
             warnings.warn(f"sparsify: {name} has dtype {module.weight.dtype}; left dense", stacklevel=2)
             continue
-        layout = _block_layout(module, given_layout if given_layout is not None else mask) \
+        layout = block_layout_of(module, given_layout if given_layout is not None else mask) \
             if backend in ("auto", "block-cpu") else None
         if backend == "block-cpu":
             if layout is None:
                 raise ValueError(f"backend='block-cpu': the mask of layer {name!r} is not block-structured; regroup it "
                                  "with sparsetrain.masks.hrbp(mask) (or use backend='auto' / 'sparse-cpu')")
-            new = _block_module(module, layout)
+            new = block_module(module, layout)
         else:
             init_backend = "dense" if backend == "auto" else backend
             cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
@@ -193,8 +193,8 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
             if name in inputs:
                 decision.times_ms = choose_backend(module, inputs[name], warmup, repeats)
                 if block is not None and inputs[name].device.type == "cpu":
-                    candidate = _block_module(*block)
-                    decision.times_ms["block-cpu"] = _time_fwd_bwd(candidate, inputs[name], warmup, repeats)
+                    candidate = block_module(*block)
+                    decision.times_ms["block-cpu"] = time_fwd_bwd(candidate, inputs[name], warmup, repeats)
                     if decision.times_ms["block-cpu"] < min(t for k, t in decision.times_ms.items() if k != "block-cpu"):
                         _replace(model, name, candidate)
                         module = candidate

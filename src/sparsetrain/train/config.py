@@ -40,7 +40,8 @@ class TrainConfig:
     distribution: str = _opt("erk", f"layer-wise sparsity: {', '.join(DISTRIBUTIONS)}")
     backend: str = _opt("auto", f"sparse-layer backend: {', '.join(BACKENDS)}")
     block_t: int = _opt(8, "HRBP: dense blocks per layer (t)")
-    block_s: float = _opt(4 / 9, "HRBP: block density of 3x3 kernels (s)")
+    block_s: float | None = _opt(None, "HRBP: block density s, a multiple of 1/(kh*kw) (default: 4/9 for 3x3 "
+                                       "kernels, the smallest admissible value otherwise; see masks.hrbp)")
     method_options: dict = _opt({}, "extra keyword arguments for the algorithm (YAML mapping)")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
     epochs: int = _opt(160, "training epochs")
@@ -142,7 +143,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.distribution in DISTRIBUTIONS, "distribution", f"must be one of {DISTRIBUTIONS}, got {cfg.distribution!r}")
     _check(cfg.backend in BACKENDS, "backend", f"must be one of {BACKENDS}, got {cfg.backend!r}")
     _check(isinstance(cfg.block_t, int) and cfg.block_t >= 1, "block_t", f"must be an integer >= 1, got {cfg.block_t!r}")
-    _check(_is_number(cfg.block_s) and 0 < cfg.block_s <= 1, "block_s", f"must be in (0, 1], got {cfg.block_s!r}")
+    _check(cfg.block_s is None or _is_number(cfg.block_s) and 0 < cfg.block_s <= 1, "block_s",
+           f"must be in (0, 1], got {cfg.block_s!r}")
     _check(isinstance(cfg.method_options, dict), "method_options", "must be a mapping")
     for name in ("epochs", "batch_size", "synthetic_size", "eval_batch_size"):
         v = getattr(cfg, name)

@@ -14,7 +14,7 @@ from ..nn.sparse_linear import SparseLinear
 from .config import TrainConfig
 
 # --backend on the command line -> the algorithm's packing backend (None: masked-dense reference layers)
-_BACKEND = {"auto": "auto", "dense": None, "sparse": "sparse-cpu", "block": "block"}
+_BACKEND = {"auto": "auto", "dense": None, "sparse": "sparse-cpu", "block": "block-cpu"}
 
 
 def check_backend_available(backend: str) -> None:
@@ -22,7 +22,7 @@ def check_backend_available(backend: str) -> None:
     if backend != "block":
         return
     base = importlib.import_module("sparsetrain.algorithms.base")
-    if "block" not in getattr(base, "PACK_BACKENDS", ()):
+    if "block-cpu" not in getattr(base, "PACK_BACKENDS", ()):
         raise ValueError("--backend block: the HRBP block backend is not available in this build yet "
                          f"(packing backends: {[b for b in base.PACK_BACKENDS if b]}); use --backend auto, "
                          "sparse or dense")
