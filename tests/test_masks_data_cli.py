@@ -50,13 +50,14 @@ def test_idx_reader_and_errors(tmp_path):
         load_fashion_mnist("val")
 
 
-def test_cli_demo_runs_a_few_steps(capsys):
-    assert main(["demo", "--steps", "6", "--batch-size", "16"]) == 0
+def test_cli_demo_runs_a_few_steps(capsys, tmp_path):
+    assert main(["demo", "--max-steps", "3", "--width", "16", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "training step speedup" in out and "sparse-cpu" in out
+    assert "training step speedup of hrbp over dense" in out and "block-cpu" in out
+    assert (tmp_path / "report" / "report.md").is_file() and list((tmp_path / "report").glob("*.png"))
 
 
-@pytest.mark.parametrize("argv", [["demo", "--sparsity", "1.0"], ["demo", "--steps", "0"]])
+@pytest.mark.parametrize("argv", [["demo", "--sparsity", "1.0"], ["demo", "--epochs", "0"]])
 def test_cli_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit):
         main(argv)

@@ -25,13 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand."""
     parser = argparse.ArgumentParser(prog="sparsetrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a small CNN on Fashion-MNIST dense vs 95%% sparse")
-    demo.add_argument("--steps", type=_positive(int), default=200)
-    demo.add_argument("--batch-size", type=_positive(int), default=64)
-    demo.add_argument("--sparsity", type=_sparsity, default=0.95)
-    demo.add_argument("--lr", type=_positive(float), default=0.02)
+    demo = sub.add_parser("demo", help="train a small CNN on Fashion-MNIST dense vs HRBP 90%% sparse; plots")
+    demo.add_argument("--epochs", type=_positive(int), default=2)
+    demo.add_argument("--sparsity", type=_sparsity, default=0.9)
+    demo.add_argument("--method", default="hrbp", help="sparse-training method to compare with dense (default hrbp)")
+    demo.add_argument("--width", type=_positive(int), default=64, help="channels of the first conv (default 64)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=_positive(int), default=None)
+    demo.add_argument("--threads", type=_positive(int), default=2)
+    demo.add_argument("--out", default="runs/demo", help="output folder (runs, plots)")
+    demo.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: Debian package or subset)")
+    demo.add_argument("--max-steps", type=_positive(int), default=None, help="stop each run after N steps")
     bench = sub.add_parser("bench", help="layer benchmark (see benchmarks/layers.py --help); "
                            "`bench model ...`: end-to-end training step (see benchmarks/e2e.py --help)", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(cli_train, f"run_{args.command}")(args)
     if args.command == "demo":
         from .demo import run_demo
-        run_demo(args.steps, args.batch_size, args.sparsity, args.lr, args.seed, args.threads)
+        run_demo(args.epochs, args.sparsity, args.method, args.width, args.seed, args.threads, args.out,
+                 args.data_root, args.max_steps)
     elif args.command == "bench" and args.rest[:1] == ["model"]:
         from .bench.e2e import main as e2e_main
         e2e_main(args.rest[1:])

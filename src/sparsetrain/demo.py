@@ -1,79 +1,47 @@
-"""The `make demo` job: a small CNN on Fashion-MNIST, dense vs 95%-sparse, accuracy and step time."""
+"""The `make demo` job: a small CNN trained on real Fashion-MNIST dense and with HRBP block sparsity, through the
+same Trainer as ``sparsetrain train``; prints test accuracy and the measured training speedup side by side and
+writes the report plots."""
 from __future__ import annotations
 
-import copy
-import time
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
-
-from .data import load_fashion_mnist
-from .masks import random_mask
-from .nn import decision_table, sparsify
+from .bench.report import make_report
+from .train.config import TrainConfig, validate
+from .train.trainer import Trainer
 
 
-def small_cnn() -> nn.Sequential:
-    """Conv-conv-pool-conv-pool-fc-fc for 28x28 grey images."""
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(128 * 7 * 7, 512), nn.ReLU(), nn.Linear(512, 10))
+def demo_config(method: str, out: Path, epochs: int, sparsity: float, width: int, threads: int | None,
+                seed: int, data_root: str | None, max_steps: int | None = None) -> TrainConfig:
+    """One run of the demo: fmnist-cnn, SGD with cosine LR, batch 128; the first conv and last linear stay dense."""
+    return TrainConfig(model="fmnist-cnn", width=width, dataset="fashion-mnist", data_root=data_root, method=method,
+                       sparsity=sparsity, distribution="uniform", backend="auto", epochs=epochs, batch_size=128,
+                       lr=0.05, schedule="cosine", weight_decay=5e-4, seed=seed, out=str(out), threads=threads,
+                       deterministic=False, max_steps=max_steps)
 
 
-def _train(model, x, y, steps, batch, lr, seed, desc):
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    times = []
-    model.train()
-    for _ in tqdm(range(steps), desc=desc, leave=False, disable=None):
-        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    warm = times[min(5, len(times) - 1):]  # first steps include numba compilation and allocation
-    return sorted(warm)[len(warm) // 2], loss.item()
-
-
-@torch.no_grad()
-def _accuracy(model, x, y, batch=500) -> float:
-    model.eval()
-    hits = sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item() for i in range(0, len(y), batch))
-    return hits / len(y)
-
-
-def run_demo(steps: int = 200, batch: int = 64, sparsity: float = 0.95, lr: float = 0.02, seed: int = 0,
-             threads: int | None = None) -> dict:
-    """Train the same CNN dense and with 95% random masks on its inner layers; print and return results."""
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    xtr, ytr, src = load_fashion_mnist("train")
-    xte, yte, _ = load_fashion_mnist("test")
-    print(f"Fashion-MNIST from {src}: {len(ytr)} train / {len(yte)} test images; "
-          f"{torch.get_num_threads()} threads; {steps} steps of batch {batch}")
-    dense = small_cnn()
-    sparse = copy.deepcopy(dense)
-    gen = torch.Generator().manual_seed(seed)
-    inner = {"2": sparse[2], "5": sparse[5], "9": sparse[9]}  # first conv and last linear stay dense
-    masks = {name: random_mask(m.weight.shape, sparsity, gen) for name, m in inner.items()}
-    with torch.no_grad():  # keep each layer's output variance: scale kept weights by 1/sqrt(density)
-        for name, m in inner.items():
-            m.weight.mul_(masks[name] / (1.0 - sparsity) ** 0.5)
-    sparsify(sparse, masks, example_input=xtr[:batch], backend="auto", min_sparsity=0.5)
-    print("backend decisions (fwd+bwd ms on the real input):")
-    print(decision_table(sparse))
-    t_dense, l_dense = _train(dense, xtr, ytr, steps, batch, lr, seed, "dense")
-    t_sparse, l_sparse = _train(sparse, xtr, ytr, steps, batch, lr, seed, "sparse")
-    acc_dense, acc_sparse = _accuracy(dense, xte, yte), _accuracy(sparse, xte, yte)
-    print(f"\n{'model':<22}{'test acc':>10}{'ms/step':>10}{'final loss':>12}")
-    print(f"{'dense':<22}{acc_dense:>10.4f}{t_dense * 1e3:>10.1f}{l_dense:>12.4f}")
-    print(f"{f'sparse {sparsity:.0%} inner':<22}{acc_sparse:>10.4f}{t_sparse * 1e3:>10.1f}{l_sparse:>12.4f}")
-    print(f"training step speedup: {t_dense / t_sparse:.2f}x (median step time after warm-up)")
-    return {"acc_dense": acc_dense, "acc_sparse": acc_sparse, "ms_dense": t_dense * 1e3,
-            "ms_sparse": t_sparse * 1e3, "speedup": t_dense / t_sparse}
+def run_demo(epochs: int = 2, sparsity: float = 0.9, method: str = "hrbp", width: int = 64, seed: int = 0,
+             threads: int | None = 2, out: str = "runs/demo", data_root: str | None = None,
+             max_steps: int | None = None) -> dict:
+    """Train dense and ``method`` at ``sparsity``; print accuracy and step-time speedup; write plots to OUT/report."""
+    root = Path(out)
+    results = {}
+    for name in ("dense", method):
+        cfg = demo_config(name, root / name, epochs, sparsity, width, threads, seed, data_root, max_steps)
+        validate(cfg)
+        print(f"\n== {name}" + ("" if name == "dense" else f" at {sparsity:.0%} sparsity (inner conv and hidden "
+                                                            "linear; first conv and classifier dense)"), flush=True)
+        results[name] = Trainer(cfg).run()
+        if results[name]["test_acc"] is None:
+            raise RuntimeError(f"demo run {name} finished without an evaluation")
+    d, s = results["dense"], results[method]
+    speedup = d["step_ms"] / s["step_ms"]
+    print(f"\n{'run':<24}{'test acc':>10}{'ms/step':>10}{'sparsity':>10}")
+    for name, r in results.items():
+        print(f"{name:<24}{r['test_acc']:>10.4f}{r['step_ms']:>10.1f}{r['sparsity']:>10.3f}")
+    print(f"training step speedup of {method} over dense: {speedup:.2f}x (median step time)")
+    for layer in s["layers"]:
+        print(f"  {layer['layer']}: sparsity {layer['sparsity']:.3f}, kernel {layer['choice'] or layer['backend']}")
+    make_report([str(root / "dense"), str(root / method)], str(root / "report"))
+    print(f"plots and report.md in {root / 'report'}")
+    return {"acc_dense": d["test_acc"], "acc_sparse": s["test_acc"], "ms_dense": d["step_ms"],
+            "ms_sparse": s["step_ms"], "speedup": speedup}
