@@ -1,8 +1,9 @@
 """End-to-end training-step benchmark: a whole model, dense PyTorch vs the same model made sparse with
 ``sparsetrain.sparsify(..., backend="auto")`` — forward, backward (+ SGD step) and total, medians of
 interleaved rounds after warm-up — in the papers' settings (SparseProp Table 4: ResNet-18 at 224x224;
-HRBP Fig. 6: VGG-19 and ResNet-32 at CIFAR shapes). Uniform random masks; the first conv and the last
-linear stay dense, as in both papers. Run ``python benchmarks/e2e.py --help``."""
+HRBP Fig. 6: VGG-19 and ResNet-32 at CIFAR shapes). Masks: ``uniform`` random (unstructured, SparseProp) and
+``hrbp`` (HRBP-random block layouts, t=8, s=4/9: the block layers become candidates of ``auto``); the first
+conv and the last linear stay dense, as in both papers. Run ``python benchmarks/e2e.py --help``."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..masks import random_mask
+from ..masks import hrbp_random, random_mask
 from ..nn import decision_table, sparsify
 from ..train.models import build_model
 
@@ -41,15 +42,26 @@ CASES = {
     "resnet32": ModelCase("resnet32", "resnet32", 128, 32, 10),
 }
 DEFAULT_SPARSITIES = {"resnet18": (0.9, 0.95, 0.97), "vgg19": (0.9, 0.95), "resnet32": (0.9, 0.95)}
+DEFAULT_MASKS = {"resnet18": ("uniform",), "vgg19": ("uniform", "hrbp"), "resnet32": ("uniform", "hrbp")}
+MASK_KINDS = ("uniform", "hrbp")
 
 
-def uniform_masks(model: nn.Module, sparsity: float, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random masks at ``sparsity`` for every Conv2d/Linear except the first conv and the last linear."""
+def uniform_masks(model: nn.Module, sparsity: float, seed: int = 0, kind: str = "uniform") -> dict:
+    """Masks at ``sparsity`` for every Conv2d/Linear except the first conv and the last linear: uniform random
+    bool masks, or (``kind="hrbp"``) HRBP-random block layouts for the groups=1 convs (others stay random)."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     first_conv = next(n for n, m in layers if isinstance(m, nn.Conv2d))
     last_linear = [n for n, m in layers if isinstance(m, nn.Linear)][-1]
     g = torch.Generator().manual_seed(seed)
-    return {n: random_mask(m.weight.shape, sparsity, g) for n, m in layers if n not in (first_conv, last_linear)}
+    out = {}
+    for n, m in layers:
+        if n in (first_conv, last_linear):
+            continue
+        if kind == "hrbp" and isinstance(m, nn.Conv2d) and m.groups == 1:
+            out[n] = hrbp_random(m.weight.shape, 1.0 - sparsity, generator=g)
+        else:
+            out[n] = random_mask(m.weight.shape, sparsity, g)
+    return out
 
 
 def _step(model: nn.Module, opt, x, y) -> tuple[float, float]:
@@ -64,22 +76,25 @@ def _step(model: nn.Module, opt, x, y) -> tuple[float, float]:
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
 
-def bench_case(case: ModelCase, sparsities, rounds: int, warmup: int, seed: int = 0, log=print) -> list[dict]:
-    """Time dense and each sparsity level of ``case``, interleaved round by round; one row per level."""
+def bench_case(case: ModelCase, sparsities, rounds: int, warmup: int, seed: int = 0, log=print,
+               kinds=("uniform",)) -> list[dict]:
+    """Time dense and each (mask kind, sparsity) of ``case``, interleaved round by round; one row per level."""
     torch.manual_seed(seed)
     dense = build_model(case.model, case.classes, 3)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(case.batch, 3, case.size, case.size, generator=g)
     y = torch.randint(0, case.classes, (case.batch,), generator=g)
     impls = {"dense": dense}
-    for s in sparsities:
-        m = copy.deepcopy(dense)
-        masks = uniform_masks(m, s, seed)
-        t0 = time.perf_counter()
-        sparsify(m, masks, example_input=x, backend="auto", warmup=1, repeats=3)
-        log(f"\n{case.describe()} at {s:.0%}: sparsify(backend='auto') took {time.perf_counter() - t0:.1f}s")
-        log(str(decision_table(m)))
-        impls[f"{s:.0%}"] = m
+    for kind in kinds:
+        for s in sparsities:
+            m = copy.deepcopy(dense)
+            masks = uniform_masks(m, s, seed, kind)
+            t0 = time.perf_counter()
+            sparsify(m, masks, example_input=x, backend="auto", min_sparsity=min(0.8, s), warmup=1, repeats=3)
+            label = f"{kind} {s:.0%}"
+            log(f"\n{case.describe()} {label}: sparsify(backend='auto') took {time.perf_counter() - t0:.1f}s")
+            log(str(decision_table(m)))
+            impls[label] = m
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in impls.items()}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in impls}
     rng = random.Random(seed)
@@ -135,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated, from {', '.join(CASES)} (default: all)")
     p.add_argument("--sparsity", type=_sparsities, default=None,
                    help="comma-separated sparsities (default per model: resnet18 0.9,0.95,0.97; others 0.9,0.95)")
+    p.add_argument("--masks", default=None,
+                   help="comma-separated mask kinds from uniform,hrbp (default: resnet18 uniform; CIFAR models both)")
     p.add_argument("--batch", type=int, default=None, help="override the batch size of every model")
     p.add_argument("--threads", type=int, default=None, help="torch/numba threads (default: torch's)")
     p.add_argument("--rounds", type=int, default=5, help="timed interleaved rounds (default 5)")
@@ -149,13 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         if a.threads < 1:
             p.error(f"--threads must be >= 1, got {a.threads}")
         torch.set_num_threads(a.threads)
+    kinds = None if a.masks is None else [k for k in a.masks.split(",") if k]
+    if kinds is not None and (not kinds or any(k not in MASK_KINDS for k in kinds)):
+        p.error(f"--masks takes comma-separated kinds from {', '.join(MASK_KINDS)}, got {a.masks!r}")
     if a.rounds < 1 or a.warmup < 0:
         p.error("--rounds must be >= 1 and --warmup >= 0")
     print(machine_line())
     rows = []
     for n in names:
         case = CASES[n] if a.batch is None else ModelCase(n, CASES[n].model, a.batch, CASES[n].size, CASES[n].classes)
-        rows += bench_case(case, a.sparsity or DEFAULT_SPARSITIES[n], a.rounds, a.warmup)
+        rows += bench_case(case, a.sparsity or DEFAULT_SPARSITIES[n], a.rounds, a.warmup,
+                           kinds=kinds or DEFAULT_MASKS[n])
     text = table(rows)
     print("\n" + machine_line() + f"; medians of {a.rounds} interleaved rounds after {a.warmup} warm-up\n" + text)
     if a.markdown:
