@@ -9,7 +9,6 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, hidden: int = 256) -> None:
         super().__init__()
-        # no in-place ReLU: a packed sparse layer may return a view, which autograd forbids modifying in place
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
