@@ -13,5 +13,6 @@ from .nn import (BlockSparseConv2d, BlockSparseLinear, DecisionTable, SparseConv
                  densify, sparsify)
 
 __version__ = "0.1.0"
-__all__ = ["algorithms", "Static", "SET", "RigL", "HRBPDynamic", "GMP", "LotteryTicket", "SparseLinear", "SparseConv2d", "BlockSparseConv2d", "BlockSparseLinear", "BlockLayout", "sparsify",
-           "densify", "decision_table", "DecisionTable", "CSR", "ConvCSR", "masks", "__version__"]
+__all__ = ["SparseLinear", "SparseConv2d", "BlockSparseConv2d", "BlockSparseLinear", "BlockLayout", "sparsify",
+           "densify", "decision_table", "DecisionTable", "CSR", "ConvCSR", "masks", "algorithms", "Static", "SET",
+           "RigL", "HRBPDynamic", "GMP", "LotteryTicket", "__version__"]

@@ -9,5 +9,5 @@ from .registry import create, names, register
 from .static import Static
 from .transfer import load_sparse_checkpoint
 
-__all__ = ["Sparsifier", "Static", "DynamicSparsifier", "SET", "RigL", "GMP", "sparseprop_gmp", "HRBPStatic", "HRBPDynamic", "RandomChannel", "LotteryTicket",
-           "create", "names", "register", "load_sparse_checkpoint", "all_reduce_scores", "broadcast_masks"]
+__all__ = ["Sparsifier", "Static", "DynamicSparsifier", "SET", "RigL", "GMP", "sparseprop_gmp", "HRBPStatic",
+           "HRBPDynamic", "RandomChannel", "LotteryTicket", "create", "names", "register", "load_sparse_checkpoint", "all_reduce_scores", "broadcast_masks"]

@@ -18,7 +18,7 @@ from ..masks.distributions import check_density, check_distribution, layer_count
 from ..masks.select import select_layers
 from ..nn import protocol
 from ..nn.base import PackedSparseModule
-from ..nn.convert import Decision, block_layout_of, block_module, time_fwd_bwd, choose_backend
+from ..nn.convert import Decision, block_layout_of, block_module, choose_backend, faster_block_layer
 from ..nn.sparse_conv import SparseConv2d
 from ..nn.sparse_linear import SparseLinear
 from .distributed import broadcast_masks
@@ -164,12 +164,11 @@ class Sparsifier:
             decision = Decision(n, "linear" if isinstance(m, nn.Linear) else "conv2d", 1.0 - mask.float().mean().item())
             if n in inputs and isinstance(new, (SparseLinear, SparseConv2d)):
                 decision.times_ms = choose_backend(new, inputs[n])
-                layout = block_layout_of(m, mask) if inputs[n].device.type == "cpu" else None
-                if layout is not None:  # a block-structured mask: the HRBP block layer is a candidate too
-                    block = block_module(m, layout)
-                    decision.times_ms["block-cpu"] = time_fwd_bwd(block, inputs[n], 2, 5)
-                    if decision.times_ms["block-cpu"] < min(t for k, t in decision.times_ms.items() if k != "block-cpu"):
-                        new = block
+                layout = block_layout_of(m, mask)
+                # a block-structured mask: the HRBP block layer is a candidate too
+                block = layout is not None and faster_block_layer(m, layout, inputs[n], decision.times_ms)
+                if block:
+                    new = block
             variant = getattr(new, "variant", None)
             decision.choice = new.backend if variant is None else f"{new.backend}/{variant}"
             new.decision = decision

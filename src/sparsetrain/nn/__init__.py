@@ -4,5 +4,5 @@ from .convert import DecisionTable, choose_backend, decision_table, densify, spa
 from .sparse_conv import SparseConv2d
 from .sparse_linear import SparseLinear
 
-__all__ = ["SparseLinear", "SparseConv2d", "BlockSparseConv2d", "BlockSparseLinear", "sparsify", "densify", "decision_table", "choose_backend",
-           "DecisionTable"]
+__all__ = ["SparseLinear", "SparseConv2d", "BlockSparseConv2d", "BlockSparseLinear", "sparsify", "densify",
+           "decision_table", "choose_backend", "DecisionTable"]

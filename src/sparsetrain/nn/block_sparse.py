@@ -8,13 +8,19 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..formats import BlockLayout
-from ..formats.validate import check_values_dtype
 from ..ops import ConvGeometry
 from ..ops.block_conv import BLOCK_VARIANTS, block_conv2d, channel_items
 from .base import PackedSparseModule, check_backend
 from .sparse_conv import Padding, explicit_padding
 
 BLOCK_BACKENDS = ("block-cpu", "block-gpu", "dense")
+BLOCK_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _check_dtype(weight: torch.Tensor) -> None:
+    # CPU kernels: float32/float64; Triton kernels: float32/bfloat16/float16 (checked again per call)
+    if weight.dtype not in BLOCK_DTYPES:
+        raise TypeError(f"weight dtype {weight.dtype} is not supported by the block layers (allowed: {BLOCK_DTYPES})")
 
 
 def _layout_for(weight: torch.Tensor, layout: "BlockLayout | torch.Tensor | None") -> BlockLayout:
@@ -81,8 +87,9 @@ class BlockSparseConv2d(_BlockModule):
     """Drop-in ``nn.Conv2d`` (groups=1) whose weight is HRBP blocks; all three passes are block GEMMs.
 
     ``backend``: ``"block-cpu"``/``"block-gpu"`` run the block kernels of the input's device (CPU: numba
-    gather/scatter + ``torch.bmm``; CUDA: Triton implicit GEMM); ``"dense"`` is the masked dense reference. Stride, padding (int, pair, 'same',
-    'valid', F.pad-order 4-tuple), dilation, bias and any ``padding_mode`` are supported.
+    gather/scatter + ``torch.bmm``; CUDA: Triton implicit GEMM); ``"dense"`` is the masked dense reference.
+    Stride, padding (int, pair, 'same', 'valid', F.pad-order 4-tuple), dilation, bias and any ``padding_mode``
+    are supported.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, layout: BlockLayout, stride=1,
@@ -98,15 +105,15 @@ class BlockSparseConv2d(_BlockModule):
         if variant is not None and variant not in BLOCK_VARIANTS:
             raise ValueError(f"variant must be one of {BLOCK_VARIANTS} or None, got {variant!r}")
         self.variant = variant
-        check_values_dtype(conv.weight, "weight")
+        _check_dtype(conv.weight)
         if conv.groups != 1:
             raise ValueError(f"BlockSparseConv2d needs groups=1 (got groups={conv.groups}); grouped and depthwise "
                              "convs stay SparseConv2d or dense")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.dilation = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
         self.padding_mode, self.padding, self.groups = conv.padding_mode, padding, 1
-        self.geometry = ConvGeometry(self.stride, explicit_padding(padding, self.kernel_size, self.dilation, self.stride),
-                                     self.dilation, 1, self.kernel_size)
+        pads = explicit_padding(padding, self.kernel_size, self.dilation, self.stride)
+        self.geometry = ConvGeometry(self.stride, pads, self.dilation, 1, self.kernel_size)
         self.backend = check_backend(backend, BLOCK_BACKENDS)
         self._install(_layout_for(conv.weight, layout), conv.weight)
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
@@ -177,7 +184,7 @@ class BlockSparseLinear(_BlockModule):
         self._init_from(nn.Linear(in_features, out_features, bias, device=device, dtype=dtype), layout, backend)
 
     def _init_from(self, lin: nn.Linear, layout, backend: str) -> None:
-        check_values_dtype(lin.weight, "weight")
+        _check_dtype(lin.weight)
         self.in_features, self.out_features = lin.in_features, lin.out_features
         self.backend = check_backend(backend, BLOCK_BACKENDS)
         self._install(_layout_for(lin.weight, layout), lin.weight)
@@ -214,7 +221,8 @@ class BlockSparseLinear(_BlockModule):
         t, r, _ = self.values.shape
         xg = x2[:, self.channels.flatten()].view(-1, t, self.channels.shape[1]).transpose(0, 1)  # (t, N, c)
         yg = torch.bmm(xg, self.values.transpose(1, 2))  # (t, N, R)
-        y = x2.new_zeros(x2.shape[0], self.out_features) if self.bias is None else self.bias.expand(x2.shape[0], -1).clone()
+        n = x2.shape[0]
+        y = x2.new_zeros(n, self.out_features) if self.bias is None else self.bias.expand(n, -1).clone()
         y = y.index_add(1, self.rows.flatten(), yg.transpose(0, 1).reshape(x2.shape[0], t * r))
         return y.view(*lead, self.out_features)
 

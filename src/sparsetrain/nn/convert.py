@@ -17,7 +17,7 @@ from .block_sparse import BlockSparseConv2d, BlockSparseLinear
 from .sparse_conv import SparseConv2d
 from .sparse_linear import SparseLinear
 
-BACKEND_CHOICES = ("auto", "sparse-cpu", "block-cpu", "dense")
+BACKEND_CHOICES = ("auto", "sparse-cpu", "block-cpu", "block-gpu", "dense")
 
 
 @dataclass
@@ -107,9 +107,22 @@ def block_layout_of(module: nn.Module, mask) -> BlockLayout | None:
         return None
 
 
-def block_module(module: nn.Module, layout: BlockLayout) -> PackedSparseModule:
+def block_module(module: nn.Module, layout: BlockLayout, backend: str = "block-cpu") -> PackedSparseModule:
+    """The HRBP block layer (conv or linear) holding ``module``'s weight inside ``layout``."""
     cls = BlockSparseConv2d if isinstance(module, nn.Conv2d) else BlockSparseLinear
-    return cls.from_dense(module, layout)
+    return cls.from_dense(module, layout, backend=backend)
+
+
+def faster_block_layer(module: nn.Module, layout: BlockLayout, x: torch.Tensor, times_ms: dict[str, float],
+                       warmup: int = 2, repeats: int = 5) -> PackedSparseModule | None:
+    """Time the HRBP block layer of ``module`` on ``x`` (CPU inputs; recorded as ``times_ms["block-cpu"]``) and
+    return it when it beats every candidate already in ``times_ms``, else None."""
+    if x.device.type != "cpu":
+        return None
+    block = block_module(module, layout)
+    best_other = min(times_ms.values(), default=float("inf"))
+    times_ms["block-cpu"] = time_fwd_bwd(block, x, warmup, repeats)
+    return block if times_ms["block-cpu"] < best_other else None
 
 
 def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, example_input=None,
@@ -123,7 +136,8 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
     positional inputs): it times a warmed-up forward+backward (median of ``repeats``) of the dense
     reference and of each sparse kernel on every layer's real input and keeps the fastest; layers whose
     mask is block-structured (``masks.hrbp``/``hrbp_random``) also time the HRBP block layer
-    (``BlockSparseConv2d``/``BlockSparseLinear``). ``backend="block-cpu"`` converts such layers to block
+    (``BlockSparseConv2d``/``BlockSparseLinear``). ``backend="block-cpu"`` (or ``"block-gpu"``: the block layers
+    run the kernels of the input's device either way) converts such layers to block
     layers and refuses unstructured masks. The table of decisions is ``sparsetrain.decision_table(model)``.
     Returns ``model``.
     """
@@ -157,16 +171,18 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
         sparsity = 1.0 - float(mask.float().mean()) if mask.numel() else 0.0
         if sparsity < min_sparsity:
             continue
-        if module.weight.dtype not in (torch.float32, torch.float64):
+        allowed = (torch.float32, torch.float64) + \
+            ((torch.bfloat16, torch.float16) if backend in ("block-cpu", "block-gpu") else ())
+        if module.weight.dtype not in allowed:
             warnings.warn(f"sparsify: {name} has dtype {module.weight.dtype}; left dense", stacklevel=2)
             continue
         layout = block_layout_of(module, given_layout if given_layout is not None else mask) \
-            if backend in ("auto", "block-cpu") else None
-        if backend == "block-cpu":
+            if backend in ("auto", "block-cpu", "block-gpu") else None
+        if backend in ("block-cpu", "block-gpu"):
             if layout is None:
-                raise ValueError(f"backend='block-cpu': the mask of layer {name!r} is not block-structured; regroup it "
+                raise ValueError(f"backend={backend!r}: the mask of layer {name!r} is not block-structured; regroup it "
                                  "with sparsetrain.masks.hrbp(mask) (or use backend='auto' / 'sparse-cpu')")
-            new = block_module(module, layout)
+            new = block_module(module, layout, backend)
         else:
             init_backend = "dense" if backend == "auto" else backend
             cls = SparseLinear if isinstance(module, nn.Linear) else SparseConv2d
@@ -192,12 +208,11 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
         if backend == "auto":
             if name in inputs:
                 decision.times_ms = choose_backend(module, inputs[name], warmup, repeats)
-                if block is not None and inputs[name].device.type == "cpu":
-                    candidate = block_module(*block)
-                    decision.times_ms["block-cpu"] = time_fwd_bwd(candidate, inputs[name], warmup, repeats)
-                    if decision.times_ms["block-cpu"] < min(t for k, t in decision.times_ms.items() if k != "block-cpu"):
-                        _replace(model, name, candidate)
-                        module = candidate
+                faster = block is not None and faster_block_layer(*block, inputs[name], decision.times_ms, warmup,
+                                                                  repeats)
+                if faster:
+                    _replace(model, name, faster)
+                    module = faster
             else:  # the example never reached this layer: keep the reference
                 module.backend = "dense"
         decision.choice = _describe(module)

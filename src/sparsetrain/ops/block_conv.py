@@ -168,6 +168,9 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
 
     ``variant``: ``"over-width"``, ``"batch-last"`` or None (``choose_block_variant``)."""
     check_cpu_input(x, values, "BlockSparseConv2d")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"BlockSparseConv2d: the CPU block kernels compute in torch.float32 or torch.float64, got "
+                        f"{x.dtype}; use a CUDA input (Triton kernels) or backend='dense'")
     if x.dim() != 4:
         raise ValueError(f"BlockSparseConv2d expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
     if variant is None:
