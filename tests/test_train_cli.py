@@ -76,13 +76,18 @@ def test_backends_and_inspect(tmp_path, capsys, backend):
 
 
 @pytest.mark.parametrize("method", ["hrbp", "static"])
-def test_backend_block_packs_block_structured_masks(tmp_path, method):
+def test_backend_block_packs_block_structured_masks(tmp_path, method, capsys):
     # HRBP masks become BlockSparseConv2d layers; unstructured (static random) masks stay SparseProp layers
     out, s = _train(tmp_path, "--model", "fmnist-cnn", "--width", "4", "--image-size", "16", "--method", method,
                     "--sparsity", "0.9", "--distribution", "uniform", "--backend", "block")
     assert s["global_step"] == 2
     chosen = {layer["layer"]: layer["choice"] for layer in s["layers"]}
     assert chosen["features.3"] == ("block-cpu" if method == "hrbp" else "sparse-cpu")
+    if method == "hrbp":  # inspect shows the block structure: t x (rows x columns) per layer
+        capsys.readouterr()
+        assert main(["inspect", str(out / "checkpoint.pt")]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("features.3"))
+        assert "block-cpu" in line and line.rstrip().endswith(")") and "x(" in line
 
 
 def test_report_writes_plots_and_speedup(tmp_path, capsys):

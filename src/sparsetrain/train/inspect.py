@@ -7,6 +7,15 @@ from torch import nn
 from .checkpoint import load_checkpoint
 
 
+def _blocks_of(mask):
+    """The HRBP blocks of a block-structured mask, or None."""
+    from ..formats import BlockLayout
+    try:
+        return BlockLayout.from_mask(mask.bool())
+    except ValueError:
+        return None
+
+
 def row_patterns(mask: torch.Tensor) -> int:
     """Distinct per-output-channel mask patterns: t for an HRBP layout, about C_out for random masks."""
     if mask.dim() < 2 or mask.shape[0] == 0:
@@ -49,8 +58,11 @@ def inspect_text(path: str) -> str:
         blocks = ""
         module = model.get_submodule(name) if model is not None else None
         layout = getattr(module, "layout", None)
+        if layout is None and backend.startswith("block"):
+            layout = _blocks_of(mask)
         if layout is not None:
-            blocks = str(layout)
+            r, k = layout.block_shape
+            blocks = f"{layout.groups}x({r}x{k})"
         nnz = int(mask.sum())
         total, kept = total + mask.numel(), kept + nnz
         shape = "x".join(map(str, mask.shape))
