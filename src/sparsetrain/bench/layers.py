@@ -423,6 +423,7 @@ def machine_header(args, threads: list[int], sparsities: list[float], repeats: i
         f"python {platform.python_version()}; torch {torch.__version__}; numba {numba.__version__}; "
         f"numpy {ver('numpy')}; sparseprop {ver('sparseprop')}",
         f"threads (torch.set_num_threads; numba and sparseprop's OpenMP follow it): {','.join(map(str, threads))}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
         f"repeats: {repeats} interleaved rounds after {args.warmup} warm-up fwd+bwd; "
         f"sparsities: {','.join(f'{s:g}' for s in sparsities)}",
         "masks: seeded uniform random (torch.rand > sparsity), weights zeroed outside the mask; float32, contiguous input",
