@@ -25,9 +25,10 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 else "ieee"
 
 
-def _common(x, values, rows, geo: ConvGeometry, out_channels: int, oh: int, ow: int):
-    B, C, H, W = x.shape
-    t, R, K = values.shape
+def _common(x, values, geo: ConvGeometry, out_channels: int, oh: int, ow: int) -> dict:
+    """Shape and geometry arguments shared by the three kernels."""
+    _, C, H, W = x.shape
+    _, R, K = values.shape
     (sh, sw), (pt, _, pl, _), (dh, dw), (_, kw) = geo.stride, geo.padding, geo.dilation, geo.kernel
     return dict(C=C, H=H, W=W, CO=out_channels, OH=oh, OW=ow, R=R, K=K, sh=sh, sw=sw, pt=pt, pl=pl, dh=dh, dw=dw,
                 Kw=kw)
@@ -46,7 +47,7 @@ class BlockConv2dTriton(torch.autograd.Function):
         c, p = channels.shape[1], cells.shape[1]
         y = x.new_empty(B, out_channels, OH, OW)
         npos = B * OH * OW
-        args = _common(x, values, rows, geo, out_channels, OH, OW)
+        args = _common(x, values, geo, out_channels, OH, OW)
         prec = _precision(x.dtype)
         if npos:
             def grid(meta):
@@ -66,7 +67,7 @@ class BlockConv2dTriton(torch.autograd.Function):
         OH, OW = gy.shape[2], gy.shape[3]
         t, R, K = values.shape
         c, p = channels.shape[1], cells.shape[1]
-        args = _common(x, values, rows, ctx.geo, ctx.out_channels, OH, OW)
+        args = _common(x, values, ctx.geo, ctx.out_channels, OH, OW)
         prec = _precision(x.dtype)
         dx = dv = None
         if ctx.needs_input_grad[0]:
@@ -91,6 +92,7 @@ class BlockConv2dTriton(torch.autograd.Function):
 
 
 def triton_cdiv(a: int, b: int) -> int:
+    """Ceiling division for launch grids (``triton.cdiv`` without importing Triton here)."""
     return (a + b - 1) // b
 
 
