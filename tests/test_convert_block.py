@@ -41,7 +41,7 @@ def test_block_backend_keeps_outputs_and_gradients(backend):
     if backend != "auto":  # block-gpu on a CPU input runs the same CPU block kernels
         assert all(isinstance(m[i], BlockSparseConv2d) and m[i].backend == backend for i in (2, 4))
     else:
-        assert all("block-cpu" in d.times_ms and "dense" in d.times_ms for d in table)
+        assert all({"block-cpu/over-width", "block-cpu/batch-last", "dense"} <= set(d.times_ms) for d in table)
         for d in table:
             assert d.choice == min(d.times_ms, key=d.times_ms.get) or d.choice.startswith("sparse-cpu")
         assert "block-cpu" in str(table)
@@ -71,4 +71,4 @@ def test_auto_without_block_structure_has_no_block_candidate():
     m = model()
     mk = {"2": masks.random_mask(m[2].weight.shape, 0.9, torch.Generator().manual_seed(0))}
     sparsify(m, mk, example_input=torch.randn(2, 3, 6, 6), exclude=["0", "4", "7"])
-    assert "block-cpu" not in decision_table(m)[0].times_ms
+    assert not any(k.startswith("block-cpu") for k in decision_table(m)[0].times_ms)
