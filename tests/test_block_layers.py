@@ -173,6 +173,10 @@ def test_bad_arguments():
     sparse = BlockSparseConv2d.from_dense(conv, hrbp_random((8, 8, 3, 3), 0.5, groups=1))
     with pytest.raises(TypeError, match="dtype"):
         sparse(torch.randn(1, 8, 5, 5, dtype=D))
+    with pytest.raises(ValueError, match="expects input of shape \\(N, 8, H, W\\)"):
+        sparse(torch.randn(1, 4, 5, 5))
+    with pytest.raises(ValueError, match="too small for kernel"):
+        sparse(torch.randn(1, 8, 2, 2))
     lay = hrbp_random((8, 8, 3, 3), 0.5, groups=1)
     half = BlockSparseConv2d.from_dense(nn.Conv2d(8, 8, 3, dtype=torch.bfloat16), lay)
     with pytest.raises(TypeError, match="CPU block kernels compute in torch.float32 or torch.float64"):

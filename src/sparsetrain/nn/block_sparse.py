@@ -27,7 +27,9 @@ def _layout_for(weight: torch.Tensor, layout: "BlockLayout | torch.Tensor | None
     if layout is None:
         layout = weight != 0
     if isinstance(layout, torch.Tensor):
-        layout = BlockLayout.from_mask(layout if layout.dtype == torch.bool else _bool_mask(layout))
+        if layout.dtype != torch.bool:
+            raise TypeError(f"layout mask must have dtype torch.bool, got {layout.dtype}")
+        layout = BlockLayout.from_mask(layout)
     if not isinstance(layout, BlockLayout):
         raise TypeError(f"layout must be a BlockLayout or a block-structured bool mask, got {type(layout).__name__}")
     if tuple(layout.weight_shape) != tuple(weight.shape):
@@ -35,10 +37,6 @@ def _layout_for(weight: torch.Tensor, layout: "BlockLayout | torch.Tensor | None
                          f"{tuple(weight.shape)}")
     layout.validate()
     return layout
-
-
-def _bool_mask(t: torch.Tensor) -> torch.Tensor:
-    raise TypeError(f"layout mask must have dtype torch.bool, got {t.dtype}")
 
 
 class _BlockModule(PackedSparseModule):
@@ -150,6 +148,9 @@ class BlockSparseConv2d(_BlockModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
             return self.forward(x.unsqueeze(0)).squeeze(0)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"BlockSparseConv2d expects input of shape (N, {self.in_channels}, H, W) or "
+                             f"({self.in_channels}, H, W), got {tuple(x.shape)}")
         geo = self.geometry
         if self.padding_mode != "zeros":
             pt, pb, pl, pr = geo.padding

@@ -173,6 +173,13 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
                         f"{x.dtype}; use a CUDA input (Triton kernels) or backend='dense'")
     if x.dim() != 4:
         raise ValueError(f"BlockSparseConv2d expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
+    if int(channels.max()) >= x.shape[1]:
+        raise ValueError(f"BlockSparseConv2d: the blocks read input channel {int(channels.max())} but the input has "
+                         f"{x.shape[1]} channels")
+    oh, ow = geo.out_size(x.shape[2], x.shape[3])
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"BlockSparseConv2d: input spatial size {tuple(x.shape[2:])} is too small for kernel "
+                         f"{geo.kernel}, dilation {geo.dilation} and padding {geo.padding}")
     if variant is None:
         variant = choose_block_variant(x, geo)
     elif variant not in BLOCK_VARIANTS:

@@ -105,4 +105,8 @@ def block_conv2d_gpu(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor |
         raise TypeError(f"the block-gpu kernels support {GPU_DTYPES}, got {x.dtype}; use backend='dense'")
     if x.dim() != 4:
         raise ValueError(f"BlockSparseConv2d expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
+    oh, ow = geo.out_size(x.shape[2], x.shape[3])
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"BlockSparseConv2d: input spatial size {tuple(x.shape[2:])} is too small for kernel "
+                         f"{geo.kernel}, dilation {geo.dilation} and padding {geo.padding}")
     return BlockConv2dTriton.apply(x, values, bias, rows, channels, cells, geo, out_channels)
