@@ -41,6 +41,24 @@ def _ow_range(OW, sw, off, W):
     return lo, hi
 
 
+@njit(inline="always")
+def _zero(dst, a, b):
+    for q in range(np.uint64(a), np.uint64(b)):
+        dst[q] = 0.0
+
+
+@njit(inline="always")
+def _same_span(OH, OW, H, kh, dh, pt, lo, hi):
+    """For stride 1 with W == OW, input index = output index + shift inside one image plane, so the valid part
+    of a cell's column is one contiguous span [start, end) (plus wrapped columns between rows, to be zeroed).
+    Returns (first valid row, last valid row + 1, start, end); rows empty when start >= end."""
+    oh_lo = max(0, pt - kh * dh)
+    oh_hi = min(OH, H + pt - kh * dh)
+    if oh_hi <= oh_lo or hi <= lo:
+        return 0, 0, 0, 0
+    return oh_lo, oh_hi, oh_lo * OW + lo, (oh_hi - 1) * OW + hi
+
+
 @njit(**JIT)
 def gather_columns(x, chans, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, cols):
     """cols[g, j*p + q, (b*OH + oh)*OW + ow] = x[b, chans[g, j], oh*sh + kh*dh - pt, ow*sw + kw*dw - pl]."""
@@ -57,6 +75,24 @@ def gather_columns(x, chans, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, cols):
         off = kw * dw - pl
         lo, hi = _ow_range(OW, sw, off, W)
         dst = cols[g, k]
+        if sh == 1 and sw == 1 and W == OW:  # 'same'-style geometry: one long copy per image and cell
+            oh_lo, oh_hi, start, end = _same_span(OH, OW, H, kh, dh, pt, lo, hi)
+            shift = (kh * dh - pt) * W + off
+            for b in range(B):
+                src = x[b, ci].reshape(H * W)
+                base = b * OH * OW
+                if end <= start:
+                    _zero(dst, base, base + OH * OW)
+                    continue
+                _zero(dst, base, base + start)
+                d0 = np.uint64(base + start)
+                s0 = np.uint64(start + shift)
+                for q in range(np.uint64(end - start)):
+                    dst[d0 + q] = src[s0 + q]
+                for oh in range(oh_lo, oh_hi - 1):  # columns that wrapped around between rows
+                    _zero(dst, base + oh * OW + hi, base + (oh + 1) * OW + lo)
+                _zero(dst, base + end, base + OH * OW)
+            continue
         for b in range(B):
             src = x[b, ci]
             for oh in range(OH):
@@ -142,6 +178,19 @@ def col2im_add(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw, OH
             off = kw * dw - pl
             lo, hi = _ow_range(OW, sw, off, W)
             src = dcols[g, k]
+            if sh == 1 and sw == 1 and W == OW:  # one contiguous span per image and cell (see gather_columns)
+                oh_lo, oh_hi, start, end = _same_span(OH, OW, H, kh, dh, pt, lo, hi)
+                if end <= start:
+                    continue
+                base = b * OH * OW
+                for oh in range(oh_lo, oh_hi - 1):  # wrapped columns must not land in the neighbour row:
+                    _zero(src, base + oh * OW + hi, base + (oh + 1) * OW + lo)  # this (g, k, b) span is ours
+                flat = out.reshape(H * W)
+                d0 = np.uint64(start + (kh * dh - pt) * W + off)
+                s0 = np.uint64(base + start)
+                for q in range(np.uint64(end - start)):
+                    flat[d0 + q] += src[s0 + q]
+                continue
             for oh in range(OH):
                 ih = oh * sh + kh * dh - pt
                 if ih < 0 or ih >= H:
