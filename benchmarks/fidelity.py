@@ -17,30 +17,12 @@ from torch import nn
 
 from sparsetrain.algorithms import create
 from sparsetrain.data.fashion_mnist import load_fashion_mnist
-
-
-class Block(nn.Module):
-    """ResNet basic block (two 3x3 convs, BN, identity or 1x1 projection shortcut)."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                      if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.short(x))
+from sparsetrain.train.models.cifar_resnet import CifarResNet
 
 
 def small_resnet(width: int = 16, classes: int = 10) -> nn.Module:
-    """ResNet-8-style: stem + three stages of one block (width, 2*width, 4*width), 28x28 inputs."""
-    return nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                         Block(width, width, 1), Block(width, 2 * width, 2), Block(2 * width, 4 * width, 2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, classes))
+    """ResNet-8 (the trainer's CIFAR ResNet with one block per stage: width, 2*width, 4*width), 1-channel input."""
+    return CifarResNet(8, classes, in_channels=1, width=width)
 
 
 METHODS = {  # label: (registry name, options)

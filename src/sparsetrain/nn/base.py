@@ -130,3 +130,26 @@ class PackedSparseModule(nn.Module):
                         setattr(self, name, blank)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._derived = None  # buffers may hold another mask now, even at the same shapes
+
+
+def dense_linear(m: PackedSparseModule) -> nn.Linear:
+    """A plain ``nn.Linear`` holding ``m``'s zero-filled weight and bias (``to_dense`` of linear layers)."""
+    lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.values.device,
+                    dtype=m.values.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(m.dense_weight())
+        if m.bias is not None:
+            lin.bias.copy_(m.bias)
+    return lin
+
+
+def dense_conv(m: PackedSparseModule) -> nn.Module:
+    """A plain ``nn.Conv2d`` holding ``m``'s zero-filled weight (after ``nn.ZeroPad2d`` for a 4-tuple padding)."""
+    asym = isinstance(m.padding, tuple) and len(m.padding) == 4
+    conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, 0 if asym else m.padding, m.dilation,
+                     m.groups, m.bias is not None, m.padding_mode, device=m.values.device, dtype=m.values.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(m.dense_weight())
+        if m.bias is not None:
+            conv.bias.copy_(m.bias)
+    return nn.Sequential(nn.ZeroPad2d(m.padding), conv) if asym else conv

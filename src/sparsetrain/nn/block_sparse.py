@@ -10,7 +10,7 @@ from torch.nn.modules.utils import _pair
 from ..formats import BlockLayout
 from ..ops import ConvGeometry
 from ..ops.block_conv import BLOCK_VARIANTS, block_conv2d, channel_items
-from .base import PackedSparseModule, check_backend
+from .base import PackedSparseModule, check_backend, dense_conv, dense_linear
 from .sparse_conv import Padding, explicit_padding
 
 BLOCK_BACKENDS = ("block-cpu", "block-gpu", "dense")
@@ -130,15 +130,7 @@ class BlockSparseConv2d(_BlockModule):
 
     def to_dense(self) -> nn.Module:
         """A plain ``nn.Conv2d`` holding the zero-filled weight (after ``nn.ZeroPad2d`` for a 4-tuple padding)."""
-        asym = isinstance(self.padding, tuple) and len(self.padding) == 4
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         0 if asym else self.padding, self.dilation, 1, self.bias is not None, self.padding_mode,
-                         device=self.values.device, dtype=self.values.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.dense_weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return nn.Sequential(nn.ZeroPad2d(self.padding), conv) if asym else conv
+        return dense_conv(self)
 
     def _channel_items(self):
         def build():
@@ -204,13 +196,7 @@ class BlockSparseLinear(_BlockModule):
 
     def to_dense(self) -> nn.Linear:
         """A plain ``nn.Linear`` holding the zero-filled weight."""
-        lin = nn.Linear(self.in_features, self.out_features, self.bias is not None,
-                        device=self.values.device, dtype=self.values.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(self.dense_weight())
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
+        return dense_linear(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:

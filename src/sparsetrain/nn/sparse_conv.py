@@ -10,7 +10,7 @@ from ..formats import ConvCSR
 from ..formats.validate import check_values_dtype
 from ..ops import VARIANTS, ConvGeometry, sparse_conv2d
 from ..ops.plan import Plan
-from .base import PackedSparseModule, check_backend
+from .base import PackedSparseModule, check_backend, dense_conv
 
 Padding = int | str | tuple[int, int] | tuple[int, int, int, int]
 
@@ -99,15 +99,7 @@ class SparseConv2d(PackedSparseModule):
 
     def to_dense(self) -> nn.Module:
         """A plain ``nn.Conv2d`` (preceded by ``nn.ZeroPad2d`` only for an asymmetric 4-tuple padding)."""
-        asym = isinstance(self.padding, tuple) and len(self.padding) == 4
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         0 if asym else self.padding, self.dilation, self.groups, self.bias is not None,
-                         self.padding_mode, device=self.values.device, dtype=self.values.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.dense_weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return nn.Sequential(nn.ZeroPad2d(self.padding), conv) if asym else conv
+        return dense_conv(self)
 
     def _channels(self) -> tuple[torch.Tensor, Plan]:
         """Activation channel of every nonzero, and the layer's plan cache (both per mask)."""

@@ -9,7 +9,7 @@ from ..formats import CSR
 from ..formats.validate import check_values_dtype
 from ..ops import sparse_linear
 from ..ops.plan import Plan
-from .base import PackedSparseModule, check_backend
+from .base import PackedSparseModule, check_backend, dense_linear
 
 
 class SparseLinear(PackedSparseModule):
@@ -49,13 +49,7 @@ class SparseLinear(PackedSparseModule):
 
     def to_dense(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the dense (zero-filled) weight."""
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=self.values.device, dtype=self.values.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(self.dense_weight())
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
+        return dense_linear(self)
 
     def _plan(self) -> Plan:
         """Offsets and transposed structure for the current mask (rebuilt after a repack or load)."""

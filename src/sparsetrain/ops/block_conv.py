@@ -105,7 +105,6 @@ class BlockConv2dFunction(torch.autograd.Function):
         saved, values, rows, channels, cells, ch_ptr, ch_items = ctx.saved_tensors
         OH, OW = ctx.out_hw
         t, R, K = values.shape
-        p = cells.shape[1]
         args = _geo_args(ctx.geo, OH, OW)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dv = torch.zeros_like(values) if need_w else None
@@ -128,7 +127,7 @@ class BlockConv2dFunction(torch.autograd.Function):
                     dv.baddbmm_(gb, cb.transpose(1, 2))
                 if need_x:
                     torch.bmm(vals_t, gb, out=cb)
-                    col2im_add_bl(cb.numpy(), cp, ci_items, ce, p, *args, oh0, oh1, dxT.numpy())
+                    col2im_add_bl(cb.numpy(), cp, ci_items, ce, *args, oh0, oh1, dxT.numpy())
             if need_x:
                 dx = dxT.permute(3, 0, 1, 2)
             db_dims = (1, 2, 3)
@@ -148,7 +147,7 @@ class BlockConv2dFunction(torch.autograd.Function):
                     dv.baddbmm_(gb, cb.transpose(1, 2))
                 if need_x:
                     torch.bmm(vals_t, gb, out=cb)
-                    col2im_add(cb.numpy(), cp, ci_items, ce, p, *args, dx[b0:b1].numpy())
+                    col2im_add(cb.numpy(), cp, ci_items, ce, *args, dx[b0:b1].numpy())
             gyT = gy
             db_dims = (0, 2)
         db = gyT.sum(db_dims) if ctx.has_bias and ctx.needs_input_grad[2] else None
@@ -173,9 +172,6 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
                         f"{x.dtype}; use a CUDA input (Triton kernels) or backend='dense'")
     if x.dim() != 4:
         raise ValueError(f"BlockSparseConv2d expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
-    if int(channels.max()) >= x.shape[1]:
-        raise ValueError(f"BlockSparseConv2d: the blocks read input channel {int(channels.max())} but the input has "
-                         f"{x.shape[1]} channels")
     oh, ow = geo.out_size(x.shape[2], x.shape[3])
     if oh <= 0 or ow <= 0:
         raise ValueError(f"BlockSparseConv2d: input spatial size {tuple(x.shape[2:])} is too small for kernel "

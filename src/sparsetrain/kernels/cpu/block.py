@@ -42,6 +42,16 @@ def _ow_range(OW, sw, off, W):
 
 
 @njit(inline="always")
+def _row_cell(item, cells, ck, Kw):
+    """Block row ``item`` = g*ck + k (ck = c*p rows per block): its group g, row k and kernel cell (kh, kw)."""
+    g = item // ck
+    k = item - g * ck
+    cell = cells[g, k % cells.shape[1]]
+    kh = cell // Kw
+    return g, k, kh, cell - kh * Kw
+
+
+@njit(inline="always")
 def _zero(dst, a, b):
     for q in range(np.uint64(a), np.uint64(b)):
         dst[q] = 0.0
@@ -66,12 +76,8 @@ def gather_columns(x, chans, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, cols):
     t, c = chans.shape
     p = cells.shape[1]
     for task in prange(t * c * p):
-        g = task // (c * p)
-        k = task - g * c * p
+        g, k, kh, kw = _row_cell(task, cells, c * p, Kw)
         ci = chans[g, k // p]
-        cell = cells[g, k % p]
-        kh = cell // Kw
-        kw = cell - kh * Kw
         off = kw * dw - pl
         lo, hi = _ow_range(OW, sw, off, W)
         dst = cols[g, k]
@@ -153,7 +159,7 @@ def gather_rows(dy, rows, out):
 
 
 @njit(**JIT)
-def col2im_add(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw, OH, OW, dx):
+def col2im_add(dcols, ch_ptr, ch_items, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, dx):
     """dx[b, ci] = sum over block rows (g, k) reading channel ci of their shifted dcols plane.
 
     ``ch_items[ch_ptr[ci]:ch_ptr[ci+1]]`` lists those rows as g*(c*p) + k. Each task zeroes its own plane
@@ -169,12 +175,7 @@ def col2im_add(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw, OH
             for iw in range(np.uint64(W)):
                 plane_row[iw] = 0.0
         for it in range(ch_ptr[ci], ch_ptr[ci + 1]):
-            item = ch_items[it]
-            g = item // ck
-            k = item - g * ck
-            cell = cells[g, k % p]
-            kh = cell // Kw
-            kw = cell - kh * Kw
+            g, k, kh, kw = _row_cell(ch_items[it], cells, ck, Kw)
             off = kw * dw - pl
             lo, hi = _ow_range(OW, sw, off, W)
             src = dcols[g, k]
@@ -216,12 +217,8 @@ def gather_columns_bl(xT, chans, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, oh0,
     p = cells.shape[1]
     nb = np.uint64(B)
     for task in prange(t * c * p):
-        g = task // (c * p)
-        k = task - g * c * p
+        g, k, kh, kw = _row_cell(task, cells, c * p, Kw)
         ci = chans[g, k // p]
-        cell = cells[g, k % p]
-        kh = cell // Kw
-        kw = cell - kh * Kw
         dst = cols[g, k]
         src = xT[ci]
         for oh in range(oh0, oh1):
@@ -271,7 +268,7 @@ def gather_rows_bl(gyT, rows, start, out):
 
 
 @njit(**JIT)
-def col2im_add_bl(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw, OH, OW, oh0, oh1, dxT):
+def col2im_add_bl(dcols, ch_ptr, ch_items, cells, Kw, sh, sw, pt, pl, dh, dw, OH, OW, oh0, oh1, dxT):
     """dxT[ci, ih, iw, :] += dcols[g, k, ((oh - oh0)*OW + ow)*B : +B] for every block row (g, k) reading ci;
     parallel over input channels (race-free). ``dxT`` (C, H, W, B) accumulates across chunks: zero it first."""
     C, H, W, B = dxT.shape
@@ -280,12 +277,7 @@ def col2im_add_bl(dcols, ch_ptr, ch_items, cells, p, Kw, sh, sw, pt, pl, dh, dw,
     for ci in prange(C):
         plane = dxT[ci]
         for it in range(ch_ptr[ci], ch_ptr[ci + 1]):
-            item = ch_items[it]
-            g = item // ck
-            k = item - g * ck
-            cell = cells[g, k % p]
-            kh = cell // Kw
-            kw = cell - kh * Kw
+            g, k, kh, kw = _row_cell(ch_items[it], cells, ck, Kw)
             src = dcols[g, k]
             for oh in range(oh0, oh1):
                 ih = oh * sh + kh * dh - pt
