@@ -55,7 +55,7 @@ GEOMETRIES = [
 ]
 
 
-VARIANTS = ["over-width", "batch-last"]
+VARIANTS = ["over-width", "batch-last", "runs"]
 
 
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=str)
@@ -64,6 +64,10 @@ VARIANTS = ["over-width", "batch-last"]
 def test_conv_geometries(geo, batch, variant):
     geo = dict(geo)
     k = geo.pop("k")
+    if variant == "runs" and geo.get("stride", 1) != 1:
+        with pytest.raises(ValueError, match="variant 'runs' needs stride 1"):
+            conv_pair(12, 16, k, variant=variant, **geo)
+        return
     sparse, dense = conv_pair(12, 16, k, variant=variant, **geo)
     compare_block(sparse, dense, torch.randn(batch, 12, 9, 8, dtype=D))
 
@@ -76,6 +80,8 @@ def test_conv_geometries(geo, batch, variant):
 def test_conv_property(cin, cout, h, w, batch, stride, pad, density, groups, mode, variant, seed):
     if mode == "hrbp" and density == 1.0:
         density = 0.9  # random_mask needs sparsity in [0, 1)
+    if variant == "runs" and stride != 1:
+        variant = None  # runs needs stride 1; None picks a variant that can run it
     sparse, dense = conv_pair(cin, cout, 3, density, groups, seed, layout_fn=mode, variant=variant, stride=stride,
                               padding=pad)
     compare_block(sparse, dense, torch.randn(batch, cin, h, w, dtype=D))
@@ -84,7 +90,9 @@ def test_conv_property(cin, cout, h, w, batch, stride, pad, density, groups, mod
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_float32_chunked_and_noncontiguous_input(monkeypatch, variant):
     import sparsetrain.ops.block_conv as bc
+    import sparsetrain.ops.block_runs as br
     monkeypatch.setattr(bc, "CHUNK_BYTES", 4096)  # several chunks, a ragged last one
+    monkeypatch.setattr(br, "_RUN_TILE", 37)  # several run tiles per plane, a ragged last one
     sparse, dense = conv_pair(16, 32, 3, 0.1, 8, dtype=torch.float32, variant=variant, padding=1)
     x = torch.randn(7, 10, 10, 16).permute(0, 3, 1, 2)  # channels_last-like view
     compare_block(sparse, dense, x, rtol=1e-4, atol=1e-4)
@@ -106,7 +114,19 @@ def test_chained_batch_last_layers_and_default_variant():
     torch.testing.assert_close(xs.grad, xd.grad)
     from sparsetrain.ops.block_conv import choose_block_variant
     assert choose_block_variant(x, b.geometry) == "batch-last"
-    assert choose_block_variant(torch.randn(2, 16, 32, 32), b.geometry) == "over-width"
+    assert choose_block_variant(torch.randn(2, 16, 32, 32), b.geometry) == "runs"
+    strided = conv_pair(16, 16, 3, 0.3, 2, stride=2, padding=1)[0]
+    assert choose_block_variant(torch.randn(2, 16, 32, 32), strided.geometry) == "over-width"
+
+
+@pytest.mark.parametrize("rows,cin,k", [(3, 5, 3), (1, 2, 1), (5, 7, (1, 3))])
+def test_runs_variant_odd_rows_and_column_tails(rows, cin, k):
+    """Odd rows per block (the last row pairs with itself) and block widths that are not a multiple of four."""
+    sparse, dense = conv_pair(cin, 2 * rows, k, 0.4, 2, variant="runs", padding="same")
+    assert sparse.layout.block_shape[0] == rows
+    compare_block(sparse, dense, torch.randn(3, cin, 7, 6, dtype=D))
+    x = torch.randn(2, cin, 5, 5, dtype=D)  # no input gradient wanted (a first layer): dW and bias only
+    compare_block(sparse, dense, x, needs_x_grad=False)
 
 
 def test_full_density_is_dense_conv_and_empty_batch():

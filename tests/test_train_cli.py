@@ -3,7 +3,6 @@ inspect and report on a finished run, and the option errors."""
 import json
 
 import pytest
-import torch
 
 from sparsetrain.algorithms import names as method_names
 from sparsetrain.cli import main

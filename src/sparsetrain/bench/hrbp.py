@@ -25,6 +25,7 @@ from torch import nn
 
 from ..masks import hrbp_random, random_mask
 from ..nn import BlockSparseConv2d, SparseConv2d
+from ..ops.block_conv import BLOCK_VARIANTS
 from .layers import ForeignLoad, _seed, _usable_cores, machine_header
 
 # (name, C_I, C_O, H=W, stride) of the distinct 3x3 convs after the first layer
@@ -69,8 +70,10 @@ def _step(t: Timed, device: torch.device) -> tuple[float, float, float]:
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t2 - t0) * 1e3
 
 
-def build(shape, sparsity: float, batch: int, device: torch.device, groups: int, seed: int) -> list[Timed]:
-    """The implementations of one (layer shape, sparsity) case on ``device``."""
+def build(shape, sparsity: float, batch: int, device: torch.device, groups: int, seed: int,
+          variants: tuple = (None,)) -> list[Timed]:
+    """The implementations of one (layer shape, sparsity) case on ``device``; ``variants``: the CPU block variants to
+    time (None = the layer's own choice, named plain "hrbp")."""
     _, ci, co, hw, stride = shape
     density = 1.0 - sparsity
     torch.manual_seed(seed)
@@ -78,7 +81,11 @@ def build(shape, sparsity: float, batch: int, device: torch.device, groups: int,
     x = torch.randn(batch, ci, hw, hw, device=device)
     dense = nn.Conv2d(ci, co, 3, stride, 1).to(device)
     layout = hrbp_random(dense.weight.shape, density, groups=groups, generator=gen)
-    impls = [("dense", dense), ("hrbp", BlockSparseConv2d.from_dense(dense, layout))]
+    impls = [("dense", dense)]
+    for v in variants:
+        if v == "runs" and stride != 1:
+            continue
+        impls.append(("hrbp" if v is None else f"hrbp/{v}", BlockSparseConv2d.from_dense(dense, layout, variant=v)))
     if device.type == "cpu":
         mask = random_mask(dense.weight.shape, sparsity, gen).to(device)
         impls.append(("sparseprop", SparseConv2d.from_dense(dense, mask)))
@@ -117,7 +124,7 @@ def table_rows(shape, sparsity: float, impls: list[Timed], layout_desc: str) -> 
         rows.append([shape[0], f"{sparsity:g}", t.name, f"{f:.2f}", f"{b:.2f}",
                      f"{tot:.2f} [{min(t.total):.2f}-{max(t.total):.2f}]",
                      f"{dense_f / f:.2f}x", f"{dense_b / b:.2f}x", f"{dense / tot:.2f}x",
-                     layout_desc if t.name == "hrbp" else ""])
+                     layout_desc if t.name.startswith("hrbp") else ""])
     return rows
 
 
@@ -147,6 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--groups", type=int, default=8, help="HRBP groups t (default 8)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--variants", default="auto", help="CPU block variants to time: 'auto' (the layer's own choice), "
+                   "'all', or comma-separated of over-width,batch-last,runs")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.add_argument("--list", action="store_true", help="list the layer names and exit")
     args = p.parse_args(argv)
@@ -159,6 +168,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("threads", "batch", "groups", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.variants == "auto":
+        args.variant_list = (None,)
+    else:
+        args.variant_list = BLOCK_VARIANTS if args.variants == "all" else tuple(args.variants.split(","))
+        bad = [v for v in args.variant_list if v not in BLOCK_VARIANTS]
+        if bad:
+            p.error(f"--variants: unknown {bad}; allowed: auto, all or a list of {', '.join(BLOCK_VARIANTS)}")
     if args.device not in ("cpu", "cuda"):
         p.error(f"--device must be cpu or cuda, got {args.device!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -192,14 +208,15 @@ def main(argv=None) -> None:
     if device.type == "cuda":
         head.append(f"device: {torch.cuda.get_device_name()} (dense = cuDNN, tf32 "
                     f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'})")
-    head.append(f"batch {args.batch}, float32; hrbp = BlockSparseConv2d on hrbp_random (t={args.groups}); sparseprop = "
-                "SparseConv2d on a uniform random mask; channel = dense conv with round(r*C_O) output channels")
+    head.append(f"batch {args.batch}, float32; hrbp = BlockSparseConv2d on hrbp_random (t={args.groups}; plain "
+                "hrbp = its default variant, hrbp/<v> = variant v); sparseprop = SparseConv2d on a uniform random mask; channel = dense conv with round(r*C_O) output channels")
     print("\n".join(head), flush=True)
     rows = []
     load = ForeignLoad()
     for shape in args.shape_list:
         for sp in args.sparsities:
-            impls = build(shape, sp, args.batch, device, args.groups, seed=_seed(shape[0], sp))
+            impls = build(shape, sp, args.batch, device, args.groups, seed=_seed(shape[0], sp),
+                          variants=args.variant_list if device.type == "cpu" else (None,))
             run(impls, device, args.warmup, args.repeats, seed=len(rows))
             lay = impls[1].module.layout
             r, k = lay.block_shape

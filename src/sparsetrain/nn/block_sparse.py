@@ -10,6 +10,7 @@ from torch.nn.modules.utils import _pair
 from ..formats import BlockLayout
 from ..ops import ConvGeometry
 from ..ops.block_conv import BLOCK_VARIANTS, block_conv2d, channel_items
+from ..ops.plan import Plan
 from .base import PackedSparseModule, check_backend, dense_conv, dense_linear
 from .sparse_conv import Padding, explicit_padding
 
@@ -112,6 +113,9 @@ class BlockSparseConv2d(_BlockModule):
         self.padding_mode, self.padding, self.groups = conv.padding_mode, padding, 1
         pads = explicit_padding(padding, self.kernel_size, self.dilation, self.stride)
         self.geometry = ConvGeometry(self.stride, pads, self.dilation, 1, self.kernel_size)
+        if variant == "runs" and self.stride != (1, 1):
+            raise ValueError(f"variant 'runs' needs stride 1, got stride={self.stride}; use 'over-width', "
+                             "'batch-last' or None")
         self.backend = check_backend(backend, BLOCK_BACKENDS)
         self._install(_layout_for(conv.weight, layout), conv.weight)
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
@@ -132,9 +136,10 @@ class BlockSparseConv2d(_BlockModule):
         """A plain ``nn.Conv2d`` holding the zero-filled weight (after ``nn.ZeroPad2d`` for a 4-tuple padding)."""
         return dense_conv(self)
 
-    def _channel_items(self):
+    def _channel_items(self) -> tuple[torch.Tensor, torch.Tensor, Plan]:
+        """(ptr, items) of the col2im kernels and the runs variant's offset cache, rebuilt when the layout changes."""
         def build():
-            return channel_items(self.channels.cpu(), self.cells.shape[1], self.in_channels)
+            return (*channel_items(self.channels.cpu(), self.cells.shape[1], self.in_channels), Plan())
         return self._derived_state(build)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,9 +160,9 @@ class BlockSparseConv2d(_BlockModule):
             from ..ops.block_conv_gpu import block_conv2d_gpu
             return block_conv2d_gpu(x, self.values, self.bias, self.rows, self.channels, self.cells, geo,
                                     self.out_channels)
-        ptr, items = self._channel_items()
+        ptr, items, plan = self._channel_items()
         return block_conv2d(x, self.values, self.bias, self.rows, self.channels, self.cells, ptr, items, geo,
-                            self.out_channels, self.variant)
+                            self.out_channels, self.variant, plan)
 
     def extra_repr(self) -> str:
         t, (r, k) = self.layout.groups, self.layout.block_shape

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..formats import BlockLayout
 from .base import PackedSparseModule
-from ..ops.block_conv import BLOCK_VARIANTS
+from ..ops.block_conv import block_variants
 from .block_sparse import BlockSparseConv2d, BlockSparseLinear
 from .sparse_conv import SparseConv2d
 from .sparse_linear import SparseLinear
@@ -116,17 +116,18 @@ def block_module(module: nn.Module, layout: BlockLayout, backend: str = "block-c
 
 def faster_block_layer(module: nn.Module, layout: BlockLayout, x: torch.Tensor, times_ms: dict[str, float],
                        warmup: int = 2, repeats: int = 5) -> PackedSparseModule | None:
-    """Time the HRBP block layer of ``module`` on ``x`` (CPU inputs; convs in both layouts, recorded as
-    ``times_ms["block-cpu/<layout>"]``) and return it when it beats every candidate already in ``times_ms``."""
+    """Time the HRBP block layer of ``module`` on ``x`` (CPU inputs; convs in every variant their stride allows,
+    recorded as ``times_ms["block-cpu/<variant>"]``) and return it when it beats every candidate already in ``times_ms``."""
     if x.device.type != "cpu":
         return None
     best_other = min(times_ms.values(), default=float("inf"))
     block = block_module(module, layout)
     if isinstance(block, BlockSparseConv2d):
-        for variant in BLOCK_VARIANTS:
+        variants = block_variants(block.geometry)
+        for variant in variants:
             block.variant = variant
             times_ms[f"block-cpu/{variant}"] = time_fwd_bwd(block, x, warmup, repeats)
-        block.variant = min(BLOCK_VARIANTS, key=lambda v: times_ms[f"block-cpu/{v}"])
+        block.variant = min(variants, key=lambda v: times_ms[f"block-cpu/{v}"])
         mine = times_ms[f"block-cpu/{block.variant}"]
     else:
         mine = times_ms["block-cpu"] = time_fwd_bwd(block, x, warmup, repeats)

@@ -7,7 +7,8 @@ dX        dx            = col2im(values[g]^T @ dy[:, rows[g]])     (transposed b
 ``cols[g]`` is the implicit-GEMM column matrix of block g (its input channels at its pattern cells). It is
 rebuilt in the backward rather than saved, so the op keeps only the input alive, as a dense conv does; the work
 is split into chunks (of the batch, or of output rows in the batch-last layout) so ``cols`` stays a few MB and
-is reused while warm in cache. Two layouts, as in SparseProp: ``"over-width"`` (NCHW activations, runs along
+is reused while warm in cache. A third variant, ``"runs"`` (stride 1 only), skips the column matrix: see
+``block_runs.py``. Two layouts here, as in SparseProp: ``"over-width"`` (NCHW activations, runs along
 the output width) and ``"batch-last"`` ((C, H, W, B) activations, runs along the batch; the output is returned
 as a (B, C, H, W) view of a batch-last tensor so a following block layer reads it without a copy).
 """
@@ -18,11 +19,13 @@ import torch
 from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gather_columns_bl, gather_rows,
                                  gather_rows_bl, scatter_rows, scatter_rows_bl)
 from .common import check_cpu_input, np_view, unviewed
+from .block_runs import BlockRunsConv2dFunction
 from .conv import ConvGeometry
+from .plan import Plan
 from .threads import sync_threads
 
 CHUNK_BYTES = 2 << 20  # column-matrix bytes per chunk: small chunks stay in cache between gather and GEMM
-BLOCK_VARIANTS = ("over-width", "batch-last")
+BLOCK_VARIANTS = ("over-width", "batch-last", "runs")
 
 
 def channel_items(channels: torch.Tensor, p: int, n_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,18 +157,28 @@ class BlockConv2dFunction(torch.autograd.Function):
         return dx, dv, db, None, None, None, None, None, None, None, None
 
 
+def block_variants(geo: ConvGeometry) -> tuple[str, ...]:
+    """The CPU variants that can run ``geo``: ``"runs"`` needs stride 1."""
+    return BLOCK_VARIANTS if geo.stride == (1, 1) else BLOCK_VARIANTS[:2]
+
+
 def choose_block_variant(x: torch.Tensor, geo: ConvGeometry) -> str:
-    """Batch-last when output rows are short (< 16) and the batch gives runs of at least 8; else over-width."""
+    """Without timing: batch-last when output rows are short (< 16) and the batch gives runs of at least 8; else
+    runs for stride 1 (no column matrix) and over-width otherwise."""
     _, ow = geo.out_size(x.shape[-2], x.shape[-1])
-    return "batch-last" if ow < 16 and x.shape[0] >= 8 else "over-width"
+    if ow < 16 and x.shape[0] >= 8:
+        return "batch-last"
+    return "runs" if geo.stride == (1, 1) else "over-width"
 
 
 def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor,
                  channels: torch.Tensor, cells: torch.Tensor, ch_ptr: torch.Tensor, ch_items: torch.Tensor,
-                 geo: ConvGeometry, out_channels: int, variant: str | None = None) -> torch.Tensor:
+                 geo: ConvGeometry, out_channels: int, variant: str | None = None,
+                 plan: Plan | None = None) -> torch.Tensor:
     """HRBP block conv2d on the CPU (groups == 1); input (B, C, H, W), values (t, R, c*p).
 
-    ``variant``: ``"over-width"``, ``"batch-last"`` or None (``choose_block_variant``)."""
+    ``variant``: ``"over-width"``, ``"batch-last"``, ``"runs"`` (stride 1) or None (``choose_block_variant``);
+    ``plan`` caches the runs variant's offsets between calls (the layer owns it)."""
     check_cpu_input(x, values, "BlockSparseConv2d")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"BlockSparseConv2d: the CPU block kernels compute in torch.float32 or torch.float64, got "
@@ -178,7 +191,13 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
                          f"{geo.kernel}, dilation {geo.dilation} and padding {geo.padding}")
     if variant is None:
         variant = choose_block_variant(x, geo)
-    elif variant not in BLOCK_VARIANTS:
-        raise ValueError(f"variant must be one of {BLOCK_VARIANTS} or None, got {variant!r}")
+    elif variant not in block_variants(geo):
+        raise ValueError(f"variant must be one of {block_variants(geo)} or None for stride {geo.stride}, "
+                         f"got {variant!r}")
+    if variant == "runs" and x.shape[0] > 0:
+        return BlockRunsConv2dFunction.apply(x, values, bias, rows, channels, cells, geo, out_channels,
+                                             Plan() if plan is None else plan)
+    if variant == "runs":
+        variant = "over-width"  # an empty batch: nothing to stream
     return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels,
                                      variant)

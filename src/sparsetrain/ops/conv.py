@@ -69,23 +69,65 @@ def _gradient_workspace(plan, shape, like: torch.Tensor) -> torch.Tensor:
     return cached(plan, ("gy", tuple(shape), like.dtype), lambda: like.new_zeros(shape))
 
 
-def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
-    """Stride-1 forward on the zero-padded input (one contiguous run per nonzero)."""
-    chan, kh, kw, plan = runs
+def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str):
+    """The zero-padded input of the run layout: (xp, G, v, hp, wp). Over-width: xp (B, C, hp, wp), G = B runs
+    groups of element stride v = 1; batch-last: xp (C, hp, wp, B), G = 1, v = B."""
     B, C, H, W = x.shape
     pt, pb, pl, pr = geo.padding
     hp, wp = H + pt + pb, W + pl + pr
-    OH, OW = geo.out_size(H, W)
     if variant == "batch-last":
         xp = x.new_empty(C, hp, wp, B)
         _zero_frame(xp, 1, 2, (pt, pb, pl, pr))
         xp[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
-        G, v = 1, B
+        return xp, 1, B, hp, wp
+    xp = x.new_empty(B, C, hp, wp)
+    _zero_frame(xp, 2, 3, (pt, pb, pl, pr))
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    return xp, B, 1, hp, wp
+
+
+def runs_output(y: torch.Tensor, variant: str, out_channels: int, OH: int, OW: int, wp: int, B: int) -> torch.Tensor:
+    """The (B, C_O, OH, OW) view of a run-layout output ``y`` (its rows are ``wp`` wide; the tail is discarded)."""
+    if variant == "batch-last":
+        return y.view(out_channels, OH, wp, B)[:, :, :OW, :].permute(3, 0, 1, 2)
+    return y.view(B, out_channels, OH, wp)[..., :OW]
+
+
+def runs_gradient(dy: torch.Tensor, plan, variant: str, wp: int, smax: int, lg: int) -> torch.Tensor:
+    """dy in the run layout, (G, C_O * lg): each output channel's plane has ``smax`` zeros in front so every shifted
+    read of the input-gradient pass stays inside; the buffer is reused across steps (see _gradient_workspace)."""
+    B, OC, OH, OW = dy.shape
+    if variant == "batch-last":
+        gy = _gradient_workspace(plan, (1, OC, lg), dy)
+        gy[0, :, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
-        xp = x.new_empty(B, C, hp, wp)
-        _zero_frame(xp, 2, 3, (pt, pb, pl, pr))
-        xp[:, :, pt:pt + H, pl:pl + W] = x
-        G, v = B, 1
+        gy = _gradient_workspace(plan, (B, OC, lg), dy)
+        gy[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
+    return gy.view(gy.shape[0], -1)
+
+
+def runs_input_gradient(gy: torch.Tensor, t_ptr, offT, values_t, variant: str, shape, hp: int, wp: int,
+                        geo: ConvGeometry) -> torch.Tensor:
+    """dX of a stride-1 conv by the transposed structure (``values_t`` in its order), parallel over input channels."""
+    B, C, H, W = shape
+    pt, pl = geo.padding[0], geo.padding[2]
+    G, v = (1, B) if variant == "batch-last" else (B, 1)
+    dxp = gy.new_empty(G, C * hp * wp * v)
+    t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
+    n = ((H - 1) * wp + W) * v
+    spmm_runs(np_view(gy), np_view(t_ptr), np_view(offT), np_view(values_t), np_view(gy.new_zeros(C)),
+              dxp.numpy(), t0, n, _RUN_TILE)
+    if variant == "batch-last":
+        return dxp.view(C, hp, wp, B)[:, pt:pt + H, pl:pl + W, :].permute(3, 0, 1, 2)
+    return dxp.view(B, C, hp, wp)[:, :, pt:pt + H, pl:pl + W]
+
+
+def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
+    """Stride-1 forward on the zero-padded input (one contiguous run per nonzero)."""
+    chan, kh, kw, plan = runs
+    B, C, H, W = x.shape
+    OH, OW = geo.out_size(H, W)
+    xp, G, v, hp, wp = padded_runs_input(x, geo, variant)
     layout = _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v)
     n = ((OH - 1) * wp + OW) * v
     y = x.new_empty(G, out_channels * OH * wp * v)
@@ -93,47 +135,30 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     sync_threads()
     spmm_runs(np_view(xp.view(G, -1)), np_view(och), np_view(layout[0]), np_view(values), np_view(b),
               y.numpy(), 0, n, _RUN_TILE)
-    if variant == "batch-last":
-        out = y.view(out_channels, OH, wp, B)[:, :, :OW, :].permute(3, 0, 1, 2)
-    else:
-        out = y.view(B, out_channels, OH, wp)[..., :OW]
-    return out, xp, layout
+    return runs_output(y, variant, out_channels, OH, OW, wp, B), xp, layout
 
 
 def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, plan):
     """Stride-1 backward: dX by the transposed structure (parallel over input channels), dW by SDDMM."""
-    B, C, H, W = shape
-    pt, pl = geo.padding[0], geo.padding[2]
+    B = shape[0]
     OC, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     off, t_ptr, perm, offT, smax, lg = layout
     threads = sync_threads()
     if variant == "batch-last":
         hp, wp, v, G = xp.shape[1], xp.shape[2], B, 1
-        gy = _gradient_workspace(plan, (1, OC, lg), dy)
-        gy[0, :, smax:smax + OH * wp * v].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
         hp, wp, v, G = xp.shape[2], xp.shape[3], 1, B
-        gy = _gradient_workspace(plan, (B, OC, lg), dy)
-        gy[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
-    gy = gy.view(G, -1)
-    x2 = xp.view(G, -1)
+    gy = runs_gradient(dy, plan, variant, wp, smax, lg)
     dx = dw = None
     if need_dx:
-        dxp = xp.new_empty(G, C * hp * wp * v)
-        t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
-        n = ((H - 1) * wp + W) * v
-        spmm_runs(np_view(gy), np_view(t_ptr), np_view(offT), np_view(values[perm]), np_view(xp.new_zeros(C)),
-                  dxp.numpy(), t0, n, _RUN_TILE)
-        if variant == "batch-last":
-            dx = dxp.view(C, hp, wp, B)[:, pt:pt + H, pl:pl + W, :].permute(3, 0, 1, 2)
-        else:
-            dx = dxp.view(B, C, hp, wp)[:, :, pt:pt + H, pl:pl + W]
+        dx = runs_input_gradient(gy, t_ptr, offT, values[perm], variant, shape, hp, wp, geo)
     if need_dw:
         dw = torch.empty_like(values)
         n = ((OH - 1) * wp + OW) * v
-        sddmm_runs(np_view(x2), np_view(gy), np_view(och), np_view(off), dw.numpy(), smax, n, _RUN_TILE,
+        sddmm_runs(np_view(xp.view(G, -1)), np_view(gy), np_view(och), np_view(off), dw.numpy(), smax, n, _RUN_TILE,
                    max(1, min(threads, OC)))
     return dx, dw
+
 
 class SparseConv2dFunction(torch.autograd.Function):
     """Conv2d with a ConvCSR weight; ``variant`` picks the batch-last or over-width kernels."""
