@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu.block_runs import block_sddmm_runs, block_spmm_runs
-from .common import np_view, unviewed
+from .common import np_view, taken, unviewed
 from .conv import _RUN_TILE, ConvGeometry, padded_runs_input, runs_gradient, runs_input_gradient, runs_output
 from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
@@ -71,7 +71,7 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
         gy = runs_gradient(dy, ctx.plan, _LAYOUT, wp, smax, lg)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            vals_t = values.detach().reshape(-1)[perm]
+            vals_t = taken(values, perm)
             dx = runs_input_gradient(gy, t_ptr, offT, vals_t, _LAYOUT, ctx.shape, hp, wp, ctx.geo)
         if ctx.needs_input_grad[1]:
             dw = torch.empty_like(values)

@@ -34,6 +34,17 @@ def transposed(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
     return out
 
 
+def taken(values: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """``values.reshape(-1)[perm]`` (detached) with a parallel kernel: the weights in a transposed structure's order."""
+    out = values.new_empty(perm.shape[0])
+    if out.numel():
+        from ..kernels.cpu import take_into
+        from .threads import sync_threads
+        sync_threads()
+        take_into(np_view(values.reshape(-1)), np_view(perm), out.numpy())
+    return out
+
+
 def unviewed(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself, or when it is a view, a tensor over the same memory that autograd does not track as a view.
 

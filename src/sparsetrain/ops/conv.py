@@ -7,7 +7,7 @@ import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, sddmm_runs,
                            spmm_runs)
-from .common import check_cpu_input, np_view, unviewed
+from .common import check_cpu_input, np_view, taken, unviewed
 from .plan import cached, transpose_structure
 from .threads import sync_threads
 
@@ -151,7 +151,7 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
     gy = runs_gradient(dy, plan, variant, wp, smax, lg)
     dx = dw = None
     if need_dx:
-        dx = runs_input_gradient(gy, t_ptr, offT, values[perm], variant, shape, hp, wp, geo)
+        dx = runs_input_gradient(gy, t_ptr, offT, taken(values, perm), variant, shape, hp, wp, geo)
     if need_dw:
         dw = torch.empty_like(values)
         n = ((OH - 1) * wp + OW) * v

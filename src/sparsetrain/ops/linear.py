@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu import sddmm_runs, spmm_runs
-from .common import check_cpu_input, np_view, transposed, unviewed
+from .common import check_cpu_input, np_view, taken, transposed, unviewed
 from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
 
@@ -60,7 +60,7 @@ class SparseLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dxT = xT.new_empty(K, B)
             if B:
-                spmm_runs(np_view(dyT.view(1, -1)), np_view(t_ptr), np_view(offT), np_view(values[perm]),
+                spmm_runs(np_view(dyT.view(1, -1)), np_view(t_ptr), np_view(offT), np_view(taken(values, perm)),
                           np_view(xT.new_zeros(K)), dxT.view(1, -1).numpy(), 0, B, _TILE)
             dx = dxT.t()
         if ctx.needs_input_grad[1]:

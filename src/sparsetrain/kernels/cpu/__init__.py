@@ -1,6 +1,6 @@
 """numba CPU kernels (SparseProp). No torch imports: arrays in, arrays out."""
 from .conv import conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow
 from .runs import sddmm_runs, spmm_runs
-from .transpose import transpose_into
+from .transpose import take_into, transpose_into
 
-__all__ = ["spmm_runs", "sddmm_runs", "transpose_into", "conv_forward_bl", "conv_backward_bl", "conv_forward_ow", "conv_backward_ow"]
+__all__ = ["spmm_runs", "sddmm_runs", "transpose_into", "take_into", "conv_forward_bl", "conv_backward_bl", "conv_forward_ow", "conv_backward_ow"]
