@@ -9,15 +9,20 @@ after warm-up, at the sparsities given (default 0.99, where overhead matters mos
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
-import torch
+# As benchmarks/layers.py: measure under the OpenMP runtime's default (spinning waiters) unless set; with
+# `import sparsetrain`'s PASSIVE default every parallel region pays a wake-up, which at 99% is a large share.
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
+
+import torch  # noqa: E402
 from torch import nn
 
-import sparsetrain.ops.conv as conv_ops
-import sparsetrain.ops.linear as linear_ops
-from sparsetrain import SparseConv2d, SparseLinear
+import sparsetrain.ops.conv as conv_ops  # noqa: E402
+import sparsetrain.ops.linear as linear_ops  # noqa: E402
+from sparsetrain import SparseConv2d, SparseLinear  # noqa: E402
 
 KERNELS = {linear_ops: ("spmm_runs", "sddmm_runs"),
            conv_ops: ("spmm_runs", "sddmm_runs", "conv_forward_bl", "conv_backward_bl", "conv_forward_ow",
@@ -52,7 +57,8 @@ def main(argv=None) -> None:
     for mod, names in KERNELS.items():
         for n in names:
             setattr(mod, n, _timed(getattr(mod, n)))
-    print(f"threads {args.threads}; medians of {args.repeats} fwd+bwd after 3 warm-up")
+    print(f"threads {args.threads}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; medians of {args.repeats} "
+          "fwd+bwd after 3 warm-up")
     print(f"{'case':<34}{'sparsity':>9}{'total ms':>10}{'kernels ms':>12}{'overhead':>10}")
     for sp in (float(s) for s in args.sparsity.split(",")):
         for name, make, shape, cls, kw in cases():

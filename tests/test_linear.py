@@ -74,6 +74,24 @@ def test_chained_layers_pass_transposed_views():
     torch.testing.assert_close(s1.values.grad, d1.weight.grad[s1.mask()])
 
 
+def test_leaf_input_gradient_is_contiguous_and_inner_gradient_stays_transposed():
+    """A leaf input gets a contiguous .grad (no strided copy by AccumulateGrad); between layers the input gradient
+    flows on as the transposed view, and both agree with dense autograd."""
+    s1, d1 = make(20, 30, 0.8, seed=3)
+    s2, d2 = make(30, 10, 0.8, seed=4)
+    x = torch.randn(9, 20, dtype=D)
+    xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    seen = []
+    hs = s1(xs)
+    hs.register_hook(seen.append)
+    (s2(hs) ** 2).sum().backward()
+    (d2(d1(xd)) ** 2).sum().backward()
+    assert xs.grad.is_contiguous()
+    assert seen[0].t().is_contiguous()  # the gradient reaching s1: the transposed kernel output, not copied
+    torch.testing.assert_close(xs.grad, xd.grad)
+    torch.testing.assert_close(s1.values.grad, d1.weight.grad[s1.mask()])
+
+
 def test_empty_batch():
     s, d = make(8, 6, 0.5)
     compare(s, d, torch.randn(0, 8, dtype=D))
