@@ -16,7 +16,9 @@ from .conv import _RUN_TILE, ConvGeometry, padded_runs_input, runs_gradient, run
 from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
 
-_LAYOUT = "over-width"  # (B, C, hp, wp) runs: the block GEMMs have R rows to share, the batch adds nothing
+# (B, C, hp, wp) runs only: this variant serves maps at least 16 wide, where a plane row is long enough to
+# vectorise; on narrower maps the bmm variant's batch-last layout is much faster (docs/hrbp.md)
+_LAYOUT = "over-width"
 
 
 def block_runs_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: torch.Tensor, geo: ConvGeometry,
