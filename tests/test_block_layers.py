@@ -119,6 +119,27 @@ def test_chained_batch_last_layers_and_default_variant():
     assert choose_block_variant(torch.randn(2, 16, 32, 32), strided.geometry) == "over-width"
 
 
+def test_batch_last_leaf_gradient_is_contiguous_and_inner_gradient_stays_batch_last():
+    """The batch-last variant hands a leaf input a contiguous .grad (our transpose, not AccumulateGrad's strided copy);
+    between two batch-last layers the gradient stays a batch-last view. Values as dense autograd."""
+    a, da = conv_pair(8, 16, 3, 0.3, 2, variant="batch-last", padding=1)
+    b, db = conv_pair(16, 16, 3, 0.3, 2, seed=1, variant="batch-last", padding=1)
+    with torch.no_grad():
+        da.weight.mul_(a.mask())
+        db.weight.mul_(b.mask())
+    x = torch.randn(9, 8, 6, 6, dtype=D)
+    xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    seen = []
+    hs = a(xs)
+    hs.register_hook(seen.append)
+    b(hs).square().sum().backward()
+    db(da(xd)).square().sum().backward()
+    assert xs.grad.is_contiguous()
+    assert seen[0].permute(1, 2, 3, 0).is_contiguous()  # the gradient reaching a: b's batch-last dX, not copied
+    torch.testing.assert_close(xs.grad, xd.grad)
+    torch.testing.assert_close(a.values.grad, a.layout.gather(da.weight.grad))
+
+
 @pytest.mark.parametrize("rows,cin,k", [(3, 5, 3), (1, 2, 1), (5, 7, (1, 3))])
 def test_runs_variant_odd_rows_and_column_tails(rows, cin, k):
     """Odd rows per block (the last row pairs with itself) and block widths that are not a multiple of four."""

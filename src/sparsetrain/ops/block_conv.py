@@ -18,7 +18,7 @@ import torch
 
 from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gather_columns_bl, gather_rows,
                                  gather_rows_bl, scatter_rows, scatter_rows_bl)
-from .common import check_cpu_input, np_view, unviewed
+from .common import batch_first, batch_last, check_cpu_input, np_view, unviewed
 from .block_runs import BlockRunsConv2dFunction
 from .conv import ConvGeometry
 from .plan import Plan
@@ -61,7 +61,7 @@ class BlockConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo: ConvGeometry, out_channels,
-                variant):
+                variant, leaf_input=False):
         sync_threads()
         B, C, H, W = x.shape
         OH, OW = geo.out_size(H, W)
@@ -71,7 +71,7 @@ class BlockConv2dFunction(torch.autograd.Function):
         vals = values.detach()
         ch, ce, rw = channels.numpy(), cells.numpy(), rows.numpy()
         if variant == "batch-last":
-            xT = x.detach().permute(1, 2, 3, 0).contiguous()  # free when x is a batch-last view
+            xT = batch_last(x)  # free when x is a batch-last view
             yT = x.new_empty(out_channels, OH, OW, B)
             yflat = yT.view(out_channels, -1).numpy()
             per = _per_chunk(OH, t * K * OW * B, x.element_size())
@@ -100,6 +100,7 @@ class BlockConv2dFunction(torch.autograd.Function):
             y = y.view(B, out_channels, OH, OW)
         ctx.save_for_backward(saved, values, rows, channels, cells, ch_ptr, ch_items)
         ctx.geo, ctx.has_bias, ctx.variant, ctx.out_hw = geo, bias is not None, variant, (OH, OW)
+        ctx.leaf_input = leaf_input
         return unviewed(y)
 
     @staticmethod
@@ -116,7 +117,7 @@ class BlockConv2dFunction(torch.autograd.Function):
         dx = None
         if ctx.variant == "batch-last":
             C, H, W, B = saved.shape
-            gyT = gy.permute(1, 2, 3, 0).contiguous()
+            gyT = batch_last(gy)
             gflat = gyT.view(gyT.shape[0], -1).numpy()
             dxT = saved.new_zeros(C, H, W, B) if need_x else None
             per = _per_chunk(OH, t * K * OW * B, saved.element_size())
@@ -131,8 +132,8 @@ class BlockConv2dFunction(torch.autograd.Function):
                 if need_x:
                     torch.bmm(vals_t, gb, out=cb)
                     col2im_add_bl(cb.numpy(), cp, ci_items, ce, *args, oh0, oh1, dxT.numpy())
-            if need_x:
-                dx = dxT.permute(3, 0, 1, 2)
+            if need_x:  # a leaf's .grad must be contiguous: transpose here rather than by AccumulateGrad's slow copy
+                dx = batch_first(dxT) if ctx.leaf_input else dxT.permute(3, 0, 1, 2)
             db_dims = (1, 2, 3)
         else:
             B, C, H, W = saved.shape
@@ -154,7 +155,7 @@ class BlockConv2dFunction(torch.autograd.Function):
             gyT = gy
             db_dims = (0, 2)
         db = gyT.sum(db_dims) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dv, db, None, None, None, None, None, None, None, None
+        return dx, dv, db, None, None, None, None, None, None, None, None, None
 
 
 def block_variants(geo: ConvGeometry) -> tuple[str, ...]:
@@ -200,4 +201,4 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
     if variant == "runs":
         variant = "over-width"  # an empty batch: nothing to stream
     return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels,
-                                     variant)
+                                     variant, x.is_leaf and x.requires_grad)

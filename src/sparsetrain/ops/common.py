@@ -34,6 +34,21 @@ def transposed(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
     return out
 
 
+def batch_last(t: torch.Tensor) -> torch.Tensor:
+    """``t.permute(1, 2, 3, 0)`` of a 4-D (B, C, H, W) tensor, contiguous: free when ``t`` is already a batch-last
+    view, else one blocked transpose of (B, C*H*W) (torch's permute copy is 2-3x slower here)."""
+    p = t.detach().permute(1, 2, 3, 0)
+    if p.is_contiguous() or not t.is_contiguous():
+        return p.contiguous()
+    return transposed(t.detach().view(t.shape[0], -1)).view(p.shape)
+
+
+def batch_first(tT: torch.Tensor) -> torch.Tensor:
+    """The contiguous (B, C, H, W) copy of a contiguous batch-last (C, H, W, B) tensor (one blocked transpose)."""
+    C, H, W, B = tT.shape
+    return transposed(tT.view(C * H * W, B)).view(B, C, H, W)
+
+
 def taken(values: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """``values.reshape(-1)[perm]`` (detached) with a parallel kernel: the weights in a transposed structure's order."""
     out = values.new_empty(perm.shape[0])
