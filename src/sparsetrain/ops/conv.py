@@ -8,7 +8,7 @@ import torch
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, sddmm_runs,
                            spmm_runs)
 from .common import check_cpu_input, np_view, taken, unviewed
-from .plan import cached, transpose_structure
+from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
 
 VARIANTS = ("batch-last", "over-width")
@@ -69,7 +69,7 @@ def _gradient_workspace(plan, shape, like: torch.Tensor) -> torch.Tensor:
     return cached(plan, ("gy", tuple(shape), like.dtype), lambda: like.new_zeros(shape))
 
 
-def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str):
+def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str) -> tuple[torch.Tensor, int, int, int, int]:
     """The zero-padded input of the run layout: (xp, G, v, hp, wp). Over-width: xp (B, C, hp, wp), G = B runs
     groups of element stride v = 1; batch-last: xp (C, hp, wp, B), G = 1, v = B."""
     B, C, H, W = x.shape
@@ -93,7 +93,7 @@ def runs_output(y: torch.Tensor, variant: str, out_channels: int, OH: int, OW: i
     return y.view(B, out_channels, OH, wp)[..., :OW]
 
 
-def runs_gradient(dy: torch.Tensor, plan, variant: str, wp: int, smax: int, lg: int) -> torch.Tensor:
+def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int, lg: int) -> torch.Tensor:
     """dy in the run layout, (G, C_O * lg): each output channel's plane has ``smax`` zeros in front so every shifted
     read of the input-gradient pass stays inside; the buffer is reused across steps (see _gradient_workspace)."""
     B, OC, OH, OW = dy.shape
@@ -106,7 +106,8 @@ def runs_gradient(dy: torch.Tensor, plan, variant: str, wp: int, smax: int, lg: 
     return gy.view(gy.shape[0], -1)
 
 
-def runs_input_gradient(gy: torch.Tensor, t_ptr, offT, values_t, variant: str, shape, hp: int, wp: int,
+def runs_input_gradient(gy: torch.Tensor, t_ptr: torch.Tensor, offT: torch.Tensor, values_t: torch.Tensor,
+                        variant: str, shape: tuple[int, int, int, int], hp: int, wp: int,
                         geo: ConvGeometry) -> torch.Tensor:
     """dX of a stride-1 conv by the transposed structure (``values_t`` in its order), parallel over input channels."""
     B, C, H, W = shape
