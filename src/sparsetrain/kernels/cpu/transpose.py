@@ -2,6 +2,7 @@
 below memory bandwidth here (13 ms for 3072 x 902 floats), and every linear pass needs one. A parallel gather."""
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from .runs import JIT
@@ -9,9 +10,43 @@ from .runs import JIT
 _BLOCK = 8  # measured: 3 ms for 902 x 3072 floats vs 9 ms with 32 (cache-set conflicts)
 
 
+def transpose_into(src, dst) -> None:
+    """dst[j, i] = src[i, j]; ``src`` may have any strides, ``dst`` is a C-contiguous (cols, rows) array."""
+    if src.flags.c_contiguous:
+        _transpose_contiguous(src, dst)
+    else:
+        _transpose_strided(src, dst)
+
+
 @njit(**JIT)
-def transpose_into(src, dst):
-    """dst[j, i] = src[i, j]; ``src`` may have any strides, ``dst`` is (cols, rows)."""
+def _transpose_contiguous(src, dst):
+    """Flat 8x8 micro-tiles with unsigned offsets, parallel over 8-column strips of ``src``: 1.3-2.8x faster than
+    the strided kernel on the shapes the linear layers transpose (902 x 768: 0.22 vs 0.53 ms, 2 threads)."""
+    R, C = src.shape
+    s = src.ravel()  # a view: src is C-contiguous
+    d = dst.ravel()
+    nbr = R // 8
+    nbc = C // 8
+    for bj in prange(nbc):
+        j0 = bj * 8
+        for bi in range(nbr):
+            i0 = bi * 8
+            for jj in range(8):
+                db = np.uint64((j0 + jj) * R + i0)
+                sb = np.uint64(i0 * C + j0 + jj)
+                for ii in range(8):
+                    d[db + np.uint64(ii)] = s[sb + np.uint64(ii * C)]
+        for j in range(j0, j0 + 8):  # the last R % 8 rows of this strip
+            for i in range(nbr * 8, R):
+                d[j * R + i] = s[i * C + j]
+    for j in range(nbc * 8, C):  # the last C % 8 columns
+        for i in range(R):
+            d[j * R + i] = s[i * C + j]
+
+
+@njit(**JIT)
+def _transpose_strided(src, dst):
+    """The same for any strides of ``src`` (2-D indexing, 8x8 blocks)."""
     R, C = src.shape
     nbr = (R + _BLOCK - 1) // _BLOCK
     nbc = (C + _BLOCK - 1) // _BLOCK

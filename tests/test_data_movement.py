@@ -1,0 +1,46 @@
+"""The data-movement helpers the ops lean on: blocked transposes (contiguous and strided sources), the batch-last
+conversions and the parallel gather, against torch on many shapes (including sizes that are not multiples of 8)."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from sparsetrain.ops.common import batch_first, batch_last, taken, transposed
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 70), cols=st.integers(1, 70), dtype=st.sampled_from([torch.float32, torch.float64]),
+       strided=st.booleans())
+def test_transposed_matches_torch(rows, cols, dtype, strided):
+    t = torch.randn(rows, 2 * cols if strided else cols, dtype=dtype)
+    if strided:
+        t = t[:, ::2]  # not contiguous: the strided kernel
+    out = transposed(t)
+    assert out.is_contiguous() and out.shape == (t.shape[1], t.shape[0])
+    assert torch.equal(out, t.t())
+
+
+def test_transposed_large_and_into_a_workspace():
+    t = torch.randn(902, 771)
+    ws = torch.empty(771, 902)
+    assert transposed(t, ws) is ws and torch.equal(ws, t.t())
+    view = torch.randn(50, 30).t()
+    assert transposed(view).data_ptr() == view.data_ptr()  # already a transposed view: no copy
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 2, 2), (9, 5, 7, 3), (16, 8, 4, 4)])
+def test_batch_last_and_back(shape):
+    x = torch.randn(*shape)
+    xt = batch_last(x)
+    assert xt.is_contiguous() and torch.equal(xt, x.permute(1, 2, 3, 0))
+    assert batch_last(xt.permute(3, 0, 1, 2)).data_ptr() == xt.data_ptr()  # a batch-last view is used as it is
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch_last(cl), xt)  # other layouts: torch's copy
+    back = batch_first(xt)
+    assert back.is_contiguous() and torch.equal(back, x)
+
+
+def test_taken_gathers_in_order():
+    v = torch.randn(4, 5, 6)
+    perm = torch.randperm(v.numel())
+    assert torch.equal(taken(v, perm), v.reshape(-1)[perm])
+    assert taken(v, perm[:0]).numel() == 0
