@@ -18,7 +18,7 @@ import torch
 
 from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gather_columns_bl, gather_rows,
                                  gather_rows_bl, scatter_rows, scatter_rows_bl)
-from .common import batch_first, batch_last, check_cpu_input, np_view, unviewed
+from .common import batch_first, batch_last, check_conv_input, check_cpu_input, np_view, unviewed
 from .block_runs import BlockRunsConv2dFunction
 from .conv import ConvGeometry
 from .plan import Plan
@@ -184,12 +184,7 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"BlockSparseConv2d: the CPU block kernels compute in torch.float32 or torch.float64, got "
                         f"{x.dtype}; use a CUDA input (Triton kernels) or backend='dense'")
-    if x.dim() != 4:
-        raise ValueError(f"BlockSparseConv2d expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
-    oh, ow = geo.out_size(x.shape[2], x.shape[3])
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"BlockSparseConv2d: input spatial size {tuple(x.shape[2:])} is too small for kernel "
-                         f"{geo.kernel}, dilation {geo.dilation} and padding {geo.padding}")
+    check_conv_input(x, geo, "BlockSparseConv2d")
     if variant is None:
         variant = choose_block_variant(x, geo)
     elif variant not in block_variants(geo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .common import check_conv_input
 from .conv import ConvGeometry
 
 GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -103,10 +104,5 @@ def block_conv2d_gpu(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor |
         raise TypeError(f"BlockSparseConv2d: input dtype {x.dtype} does not match weight dtype {values.dtype}")
     if x.dtype not in GPU_DTYPES:
         raise TypeError(f"the block-gpu kernels support {GPU_DTYPES}, got {x.dtype}; use backend='dense'")
-    if x.dim() != 4:
-        raise ValueError(f"BlockSparseConv2d expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
-    oh, ow = geo.out_size(x.shape[2], x.shape[3])
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"BlockSparseConv2d: input spatial size {tuple(x.shape[2:])} is too small for kernel "
-                         f"{geo.kernel}, dilation {geo.dilation} and padding {geo.padding}")
+    check_conv_input(x, geo, "BlockSparseConv2d")
     return BlockConv2dTriton.apply(x, values, bias, rows, channels, cells, geo, out_channels)

@@ -14,6 +14,16 @@ def check_cpu_input(x: torch.Tensor, values: torch.Tensor, layer: str) -> None:
                         "convert the module with .to(dtype) or the input, nothing is downcast silently")
 
 
+def check_conv_input(x: torch.Tensor, geo, layer: str) -> None:
+    """A 4-D input whose spatial size leaves at least one output position for ``geo`` (a ConvGeometry)."""
+    if x.dim() != 4:
+        raise ValueError(f"{layer} expects a 4-D input (batch, channels, height, width), got {x.dim()}-D")
+    oh, ow = geo.out_size(x.shape[2], x.shape[3])
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"{layer}: input spatial size {tuple(x.shape[2:])} is too small for kernel "
+                         f"{geo.kernel}, dilation {geo.dilation} and padding {geo.padding}")
+
+
 def np_view(t: torch.Tensor):
     """Zero-copy NumPy view of a CPU tensor (detached)."""
     return t.detach().numpy()

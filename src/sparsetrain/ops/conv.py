@@ -7,7 +7,7 @@ import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, sddmm_runs,
                            spmm_runs)
-from .common import check_cpu_input, np_view, taken, unviewed
+from .common import check_conv_input, check_cpu_input, np_view, taken, unviewed
 from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
 
@@ -167,11 +167,9 @@ class SparseConv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, values, och, ich, kh, kw, bias, geo: ConvGeometry, out_channels: int, variant: str,
                 runs: tuple | None):
+        check_conv_input(x, geo, "SparseConv2d")
         B, C, H, W = x.shape
         OH, OW = geo.out_size(H, W)
-        if OH <= 0 or OW <= 0:
-            raise ValueError(f"SparseConv2d: input spatial size {(H, W)} is too small for kernel {geo.kernel}, "
-                             f"dilation {geo.dilation} and padding {geo.padding}")
         ctx.geo, ctx.variant, ctx.has_bias, ctx.shape = geo, variant, bias is not None, (B, C, H, W)
         ctx.runs = runs is not None and B > 0 and values.numel() > 0
         if ctx.runs:
