@@ -1,6 +1,7 @@
 """Python-side overhead of the sparse layers: fwd+bwd wall time minus time inside the compute kernels.
 
-Everything outside ``spmm_runs``/``sddmm_runs`` and the stride>1 conv kernels counts as overhead:
+Everything outside the run kernels (``spmm_runs``/``sddmm_runs``, ``spmm_same``/``sddmm_same``) and the stride>1 conv
+kernels counts as overhead:
 layout changes (transposes, padding copies), allocation, autograd and Python. Medians over repeats
 after warm-up, at the sparsities given (default 0.99, where overhead matters most).
 
@@ -25,8 +26,8 @@ import sparsetrain.ops.linear as linear_ops  # noqa: E402
 from sparsetrain import SparseConv2d, SparseLinear  # noqa: E402
 
 KERNELS = {linear_ops: ("spmm_runs", "sddmm_runs"),
-           conv_ops: ("spmm_runs", "sddmm_runs", "conv_forward_bl", "conv_backward_bl", "conv_forward_ow",
-                      "conv_backward_ow")}
+           conv_ops: ("spmm_runs", "sddmm_runs", "spmm_same", "sddmm_same", "conv_forward_bl", "conv_backward_bl",
+                      "conv_forward_ow", "conv_backward_ow")}
 _spent = [0.0]
 
 
@@ -42,9 +43,10 @@ def cases():
     yield "Linear 768->3072 B=902", lambda: nn.Linear(768, 3072), (902, 768), SparseLinear, {}
     yield "Linear 768->3072 B=128", lambda: nn.Linear(768, 3072), (128, 768), SparseLinear, {}
     yield "Linear 3072->768 B=902", lambda: nn.Linear(3072, 768), (902, 3072), SparseLinear, {}
-    for v in ("batch-last", "over-width"):
+    for v in ("batch-last", "over-width", "batch-last-unpadded"):
         yield f"Conv 8x128x7x7 p1 {v}", lambda: nn.Conv2d(128, 256, 3, padding=1), (8, 128, 7, 7), SparseConv2d, {"variant": v}
-    yield "Conv 32x64x56x56 p1 over-width", lambda: nn.Conv2d(64, 64, 3, padding=1), (32, 64, 56, 56), SparseConv2d, {"variant": "over-width"}
+    for v in ("over-width", "over-width-unpadded"):
+        yield f"Conv 32x64x56x56 p1 {v}", lambda: nn.Conv2d(64, 64, 3, padding=1), (32, 64, 56, 56), SparseConv2d, {"variant": v}
 
 
 def main(argv=None) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 from sparsetrain import SparseConv2d
 
 D = torch.float64
-VARIANTS = ["batch-last", "over-width"]
+VARIANTS = ["batch-last", "over-width", "batch-last-unpadded", "over-width-unpadded"]
 
 
 def make(cin, cout, k, sparsity=0.8, seed=0, variant="batch-last", dtype=D, empty_rows=0, **kw):

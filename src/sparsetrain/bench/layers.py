@@ -8,7 +8,8 @@ Implementations per case (each on the same masked weight and the same input):
   ``sparseprop/bl`` (``vectorizing_over_on=False``, vectorised over the batch) and ``sparseprop/ow``
   (``vectorizing_over_on=True``, vectorised over output width); the faster one is its "best";
 * ``ours``           - ``sparsetrain`` ``SparseLinear`` (``sparse-cpu``), or ``SparseConv2d`` with
-  ``ours/bl`` (``variant="batch-last"``) and ``ours/ow`` (``variant="over-width"``);
+  ``ours/bl`` (``variant="batch-last"``) and ``ours/ow`` (``variant="over-width"``), and for stride-1 convs that keep
+  the plane also ``ours/bl-u`` and ``ours/ow-u`` (the ``-unpadded`` variants);
 * ``ours-auto``      - a fresh ``sparsetrain`` layer after ``choose_backend(module, x)`` (the choice is shown).
 
 Method: every implementation is checked against dense (output allclose rtol=atol=1e-4; input and weight
@@ -148,15 +149,21 @@ def build_impls(case: Case, dense: nn.Module, mask: torch.Tensor, x: torch.Tenso
         if sp_conv is not None:
             impls.append(Impl("sparseprop/bl", sp_conv.from_dense(dense, vectorizing_over_on=False), "sparseprop"))
             impls.append(Impl("sparseprop/ow", sp_conv.from_dense(dense, vectorizing_over_on=True), "sparseprop"))
-        impls.append(Impl("ours/bl", SparseConv2d.from_dense(dense, mask, variant="batch-last"), "ours"))
-        impls.append(Impl("ours/ow", SparseConv2d.from_dense(dense, mask, variant="over-width"), "ours"))
         auto = SparseConv2d.from_dense(dense, mask, backend="sparse-cpu")
+        for variant in auto.variants():
+            impls.append(Impl(f"ours/{_short(variant)}", SparseConv2d.from_dense(dense, mask, variant=variant), "ours"))
     times = choose_backend(auto, x)
     choice = auto.backend if auto.backend == "dense" else (
-        "sparse-cpu" if case.kind == "linear" else {"batch-last": "bl", "over-width": "ow"}.get(auto.variant, auto.variant))
+        "sparse-cpu" if case.kind == "linear" else _short(auto.variant))
     note = "choose_backend: " + ", ".join(f"{k}={v:.2f}ms" for k, v in times.items())
     impls.append(Impl(f"ours-auto({choice})", auto, "ours", note=note))
     return impls
+
+
+def _short(variant: str) -> str:
+    """bl / ow, with ``-u`` for the unpadded variants."""
+    layout = {"batch-last": "bl", "over-width": "ow"}[variant.removesuffix("-unpadded")]
+    return layout + "-u" if variant.endswith("-unpadded") else layout
 
 
 # ----------------------------------------------------------------------------------- correctness

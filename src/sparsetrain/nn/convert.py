@@ -48,8 +48,7 @@ class DecisionTable(list):
 def _candidates(module: PackedSparseModule) -> dict[str, dict]:
     if isinstance(module, SparseConv2d):
         return {"dense": dict(backend="dense", variant=None),
-                "sparse-cpu/batch-last": dict(backend="sparse-cpu", variant="batch-last"),
-                "sparse-cpu/over-width": dict(backend="sparse-cpu", variant="over-width")}
+                **{f"sparse-cpu/{v}": dict(backend="sparse-cpu", variant=v) for v in module.variants()}}
     return {"dense": dict(backend="dense"), "sparse-cpu": dict(backend="sparse-cpu")}
 
 

@@ -52,8 +52,12 @@ class SparseConv2d(PackedSparseModule):
     Any stride, dilation, non-square kernel, groups, bias, ``padding_mode``, and padding given as an
     int, a pair, ``'same'``/``'valid'`` or an asymmetric 4-tuple in ``F.pad`` order.
     ``variant`` picks the kernel layout: ``"batch-last"`` (vectorised over the batch; best on small
-    feature maps), ``"over-width"`` (vectorised over output width; best on large maps) or ``None``
-    (chosen from the output width). The output may be a permuted (non-contiguous) view.
+    feature maps), ``"over-width"`` (vectorised over output width; best on large maps), either with
+    ``"-unpadded"`` appended, or ``None`` (chosen from the input's shape by ``choose_variant``). The
+    ``-unpadded`` variants read the input in place instead of a zero-padded copy, for stride-1 convs whose output
+    plane has the input's shape (3x3 with padding 1, ``'same'``); other geometries run the padded kernels.
+    They win where the copies cost most, on large planes at high sparsity (``sparsify(backend="auto")`` times
+    all that apply). With the batch-last layout the output is a permuted (non-contiguous) view.
     """
 
     _index_names = ("och", "ich", "kh", "kw")
@@ -112,12 +116,23 @@ class SparseConv2d(PackedSparseModule):
     def _format(self) -> ConvCSR:
         return ConvCSR(self.och, self.ich, self.kh, self.kw, self.values, self.weight_shape)
 
+    def _unpadded_applies(self) -> bool:
+        return self.geometry.keeps_plane and self.padding_mode == "zeros"
+
+    def variants(self) -> tuple[str, ...]:
+        """The variants that differ for this layer: the ``-unpadded`` ones only where they apply."""
+        return VARIANTS if self._unpadded_applies() else tuple(v for v in VARIANTS if not v.endswith("-unpadded"))
+
     def choose_variant(self, x: torch.Tensor) -> str:
-        """The kernel layout used for input ``x`` when ``variant`` is None."""
+        """The kernel variant used for input ``x`` when ``variant`` is None: batch-last for output rows narrower
+        than 16, and unpadded where a plane (in the layout's elements) has 2048 or more, where dropping the padded
+        copies outweighs the unpadded kernels' edge work (see benchmarks/layers.py)."""
         if self.variant is not None:
             return self.variant
-        _, ow = self.geometry.out_size(x.shape[-2], x.shape[-1])
-        return "batch-last" if ow < 16 else "over-width"
+        h, w = x.shape[-2], x.shape[-1]
+        _, ow = self.geometry.out_size(h, w)
+        layout, v = ("batch-last", x.shape[0] if x.dim() == 4 else 1) if ow < 16 else ("over-width", 1)
+        return layout + "-unpadded" if self._unpadded_applies() and h * w * v >= 2048 else layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         geo = self.geometry

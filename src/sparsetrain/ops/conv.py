@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, sddmm_runs,
-                           spmm_runs)
-from .common import check_conv_input, check_cpu_input, np_view, taken, unviewed
+                           sddmm_same, spmm_runs, spmm_same)
+from .common import batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed
 from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
 
-VARIANTS = ("batch-last", "over-width")
+VARIANTS = ("batch-last", "over-width", "batch-last-unpadded", "over-width-unpadded")
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,19 @@ class ConvGeometry:
         (sh, sw), (pt, pb, pl, pr), (dh, dw), (kh, kw) = self.stride, self.padding, self.dilation, self.kernel
         return ((h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1)
 
+    @property
+    def keeps_plane(self) -> bool:
+        """Stride 1 with the output plane of the input's shape ('same'): the unpadded kernels apply."""
+        (sh, sw), (pt, pb, pl, pr), (dh, dw), (kh, kw) = self.stride, self.padding, self.dilation, self.kernel
+        return (sh, sw) == (1, 1) and pt + pb == dh * (kh - 1) and pl + pr == dw * (kw - 1)
+
     def kernel_args(self) -> tuple[int, ...]:
         return (self.stride[0], self.stride[1], self.padding[0], self.padding[2],
                 self.dilation[0], self.dilation[1], self.groups)
 
 
 _RUN_TILE = 1024  # output-run elements per task: several tasks per plane keep both threads busy
+_SAME_TILE = 4096  # 'same' runs: longer tiles, as each tile pays its zone and edge-row work once per shift
 
 
 def _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v):
@@ -161,17 +170,107 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
     return dx, dw
 
 
+def _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v):
+    """Source offsets, column shifts and valid rows of every nonzero for ``spmm_same``/``sddmm_same``
+    (kernels/cpu/same.py), for the forward structure and the transposed one (by input channel) that computes dX.
+
+    Both orders sort a row's nonzeros by kernel cell, so runs of four mostly share a shift and go together;
+    ``perm``/``perm_t`` take the values into those orders and ``inv`` brings dW back."""
+    def build():
+        (dil_h, dil_w), (pt, pl) = geo.dilation, (geo.padding[0], geo.padding[2])
+        OC = och.numel() - 1
+        oc = torch.repeat_interleave(torch.arange(OC), och[1:] - och[:-1])
+        kh_l, kw_l = kh.long(), kw.long()
+        n_cells = geo.kernel[0] * geo.kernel[1]
+        cell = kw_l * geo.kernel[0] + kh_l
+        sh = kh_l * dil_h - pt  # input row = output row + sh
+        sw = (kw_l * dil_w - pl) * v  # input element = output element + sw, within a row of W*v elements
+
+        def shifts(perm, src, shift_h, shift_w):
+            src, shift_h, shift_w = src[perm], shift_h[perm], shift_w[perm]
+            base = src * (H * W * v) + shift_h * (W * v) + shift_w
+            return base, shift_w, (-shift_h).clamp(min=0), (H - shift_h).clamp(max=H)
+        perm = torch.sort(oc * n_cells + cell, stable=True).indices
+        perm_t = torch.sort(chan * n_cells + cell, stable=True).indices
+        t_ptr, _ = transpose_structure(chan, C)
+        return (perm, torch.argsort(perm), shifts(perm, chan, sh, sw), t_ptr, perm_t,
+                shifts(perm_t, oc, -sh, -sw))
+    return cached(plan, ("same", C, H, W, v), build)
+
+
+def _same_tiles(H: int, wv: int, dtype: torch.dtype) -> tuple[int, np.ndarray]:
+    """Output rows per task (about _RUN_TILE elements) and the kernels' per-thread zone buffers."""
+    rows = max(1, min(H, _SAME_TILE // wv))
+    return rows, torch.empty(numba.config.NUMBA_NUM_THREADS, rows * wv, dtype=dtype).numpy()
+
+
+def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
+    """Stride-1 forward of a conv whose output plane has the input's shape, on the unpadded input."""
+    chan, kh, kw, plan = runs
+    B, C, H, W = x.shape
+    if variant == "batch-last":
+        xl, G, v = batch_last(x), 1, B
+        y = x.new_empty(out_channels, H, W, B)
+    else:
+        xl, G, v = x.detach().contiguous(), B, 1
+        y = x.new_empty(B, out_channels, H, W)
+    layout = _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v)
+    b = bias.detach() if bias is not None else x.new_zeros(out_channels)
+    rows, scratch = _same_tiles(H, W * v, x.dtype)
+    sync_threads()
+    spmm_same(np_view(xl.view(G, -1)), np_view(och), *(np_view(a) for a in layout[2]),
+              np_view(taken(values, layout[0])), np_view(b), y.view(G, -1).numpy(), W * v, H, rows, scratch)
+    return (y.permute(3, 0, 1, 2) if variant == "batch-last" else y), xl, layout
+
+
+def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw, leaf_input):
+    """Backward of ``_forward_same``: dX by the transposed structure (parallel over input channels), dW by SDDMM."""
+    B, C, H, W = shape
+    OC = dy.shape[1]
+    perm, inv, fwd, t_ptr, perm_t, bwd = layout
+    threads = sync_threads()
+    if variant == "batch-last":
+        gl, G, v = batch_last(dy), 1, B
+    else:
+        gl, G, v = dy.contiguous(), B, 1
+    g2 = np_view(gl.view(G, -1))
+    rows, scratch = _same_tiles(H, W * v, dy.dtype)
+    dx = dw = None
+    if need_dx:
+        dxl = dy.new_empty((C, H, W, B) if variant == "batch-last" else (B, C, H, W))
+        spmm_same(g2, np_view(t_ptr), *(np_view(a) for a in bwd), np_view(taken(values, perm_t)),
+                  np_view(dy.new_zeros(C)), dxl.view(G, -1).numpy(), W * v, H, rows, scratch)
+        if variant == "batch-last":  # a leaf's .grad must be contiguous: transpose here, not by AccumulateGrad
+            dx = batch_first(dxl) if leaf_input else dxl.permute(3, 0, 1, 2)
+        else:
+            dx = dxl
+    if need_dw:
+        dws = torch.empty_like(values)
+        sddmm_same(np_view(xl.view(G, -1)), g2, np_view(och), *(np_view(a) for a in fwd), dws.numpy(), W * v, H,
+                   rows, max(1, min(threads, OC)), scratch)
+        dw = taken(dws, inv)
+    return dx, dw
+
+
 class SparseConv2dFunction(torch.autograd.Function):
     """Conv2d with a ConvCSR weight; ``variant`` picks the batch-last or over-width kernels."""
 
     @staticmethod
     def forward(ctx, x, values, och, ich, kh, kw, bias, geo: ConvGeometry, out_channels: int, variant: str,
-                runs: tuple | None):
+                runs: tuple | None, leaf_input: bool = False):
         check_conv_input(x, geo, "SparseConv2d")
         B, C, H, W = x.shape
         OH, OW = geo.out_size(H, W)
+        unpadded = variant.endswith("-unpadded")
+        variant = variant.removesuffix("-unpadded")  # the layout
         ctx.geo, ctx.variant, ctx.has_bias, ctx.shape = geo, variant, bias is not None, (B, C, H, W)
         ctx.runs = runs is not None and B > 0 and values.numel() > 0
+        ctx.same = ctx.runs and unpadded and geo.keeps_plane
+        if ctx.same:
+            y, xl, layout = _forward_same(x, values, och, runs, bias, geo, out_channels, variant)
+            ctx.save_for_backward(xl, values, och)
+            ctx.layout, ctx.leaf_input = layout, leaf_input
+            return unviewed(y)
         if ctx.runs:
             y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
             ctx.save_for_backward(xp, values, och)
@@ -197,12 +296,18 @@ class SparseConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
+        if ctx.same:
+            xl, values, och = ctx.saved_tensors
+            dx, dw = _backward_same(dy, xl, values, och, ctx.layout, ctx.variant, ctx.shape,
+                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.leaf_input)
+            db = dy.sum((0, 2, 3)) if ctx.has_bias else None
+            return dx, dw, None, None, None, None, db, None, None, None, None, None
         if ctx.runs:
             xp, values, och = ctx.saved_tensors
             dx, dw = _backward_runs(dy, xp, values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
                                     ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.plan)
             db = dy.sum((0, 2, 3)) if ctx.has_bias else None
-            return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None
+            return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None, None
         xl, values, och, ich, kh, kw = ctx.saved_tensors
         geo, nnz = ctx.geo, values.numel()
         idx = (np_view(och), np_view(ich), np_view(kh), np_view(kw), np_view(values))
@@ -233,7 +338,7 @@ class SparseConv2dFunction(torch.autograd.Function):
             else:
                 dx, dw = torch.zeros_like(xl), torch.zeros_like(values)
             db = g.sum((0, 2, 3)) if ctx.has_bias else None
-        return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None
+        return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None, None
 
 
 def sparse_conv2d(x: torch.Tensor, values: torch.Tensor, och: torch.Tensor, ich: torch.Tensor, kh: torch.Tensor,
@@ -241,8 +346,10 @@ def sparse_conv2d(x: torch.Tensor, values: torch.Tensor, och: torch.Tensor, ich:
                   variant: str, chan: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
     """Sparse conv2d of a 4-D (or unbatched 3-D) input with explicit zero padding in ``geo``.
 
-    With ``chan`` (the activation channel of every nonzero) and stride 1, the padded-run kernels
-    are used; ``cache`` (a ``Plan`` owned by the caller) keeps their offsets between calls."""
+    With ``chan`` (the activation channel of every nonzero) and stride 1, the run kernels are used: on a
+    zero-padded copy of the input, or with an ``-unpadded`` variant and a geometry that keeps the plane
+    (``geo.keeps_plane``) on the input itself (other geometries fall back to the padded runs). ``cache`` (a
+    ``Plan`` owned by the caller) keeps their offsets between calls."""
     check_cpu_input(x, values, "SparseConv2d")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -255,4 +362,5 @@ def sparse_conv2d(x: torch.Tensor, values: torch.Tensor, och: torch.Tensor, ich:
     if x.shape[1] != expected:
         raise ValueError(f"SparseConv2d expects {expected} input channels, got input of shape {tuple(x.shape)}")
     runs = (chan, kh, kw, cache) if chan is not None and geo.stride == (1, 1) else None
-    return SparseConv2dFunction.apply(x, values, och, ich, kh, kw, bias, geo, out_channels, variant, runs)
+    return SparseConv2dFunction.apply(x, values, och, ich, kh, kw, bias, geo, out_channels, variant, runs,
+                                      x.is_leaf and x.requires_grad)

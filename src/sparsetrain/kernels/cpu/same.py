@@ -1,0 +1,261 @@
+"""Stride-1 'same' convolution (output plane = input plane) on the unpadded planes: no padded copies at all.
+
+``runs.py`` reads a zero-padded copy of the input so that each nonzero is one contiguous stream over a whole
+plane. When the output plane has the input's shape, the unpadded planes serve as well: with rows of ``wv``
+elements in both, nonzero p (kernel cell shifted by ``sh`` rows and ``sw`` elements) adds
+
+    y[g, r*plane + j] += vals[p] * x[g, base[p] + j]     for j in [ra*wv + lo, (rb-1)*wv + hi)
+
+with ``base[p]`` = source channel * plane + sh*wv + sw, valid rows [ra, rb) and valid columns [lo, hi) =
+[max(0, -sw), wv - max(0, sw)). That is one long contiguous run (it vectorises like ``runs.py``), except that
+between two rows it crosses ``|sw|`` positions ("the zone") whose source is the zero padding but which read
+the neighbouring row instead. Rather than cut the run into short rows (numba's vector loops then spend most
+of their time in scalar remainders) the kernels keep the run long and make the zone add nothing:
+
+* ``spmm_same``  saves the output zone before the run and writes it back after: exact, whatever the input
+  holds (no subtraction, so an inf in a neighbouring row cannot leak into another position).
+* ``sddmm_same`` (dW at the nonzeros) zeroes the *gradient's* zone for the run and restores it bit for bit
+  afterwards. Each gradient plane is read only by the thread owning its structure rows, so this is race free;
+  the caller's gradient buffer is unchanged when the kernel returns.
+
+Nonzeros of a row are expected sorted by kernel cell, so four consecutive ones usually share the shift and
+are swept together (one accumulator pass per four FMAs); the others go one at a time. ``scratch`` holds one
+zone buffer per thread (``numba.get_thread_id()``), at least ``tile_rows * wv`` long. No torch import here.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .runs import JIT
+
+
+@njit(inline="always")
+def _group(sw, p, end):
+    """How many of the nonzeros from p on share p's column shift, as a sweep width: 4, 2 or 1."""
+    if p + 4 <= end and sw[p] == sw[p + 1] and sw[p] == sw[p + 2] and sw[p] == sw[p + 3]:
+        return 4
+    if p + 2 <= end and sw[p] == sw[p + 1]:
+        return 2
+    return 1
+
+
+@njit(inline="always")
+def _save(buf, a, zs, nz, z, wv):
+    """buf <- the ``nz`` zones of ``z`` elements of ``a`` (one every ``wv``, from ``zs``)."""
+    if z == 1:  # the common case (3x3 kernels over width): a plain strided loop
+        for i in range(nz):
+            buf[i] = a[zs + i * wv]
+        return
+    for i in range(nz):
+        for k in range(z):
+            buf[i * z + k] = a[zs + i * wv + k]
+
+
+@njit(inline="always")
+def _restore(buf, a, zs, nz, z, wv):
+    if z == 1:
+        for i in range(nz):
+            a[zs + i * wv] = buf[i]
+        return
+    for i in range(nz):
+        for k in range(z):
+            a[zs + i * wv + k] = buf[i * z + k]
+
+
+@njit(inline="always")
+def _zero(a, zs, nz, z, wv):
+    if z == 1:
+        for i in range(nz):
+            a[zs + i * wv] = 0.0
+        return
+    for i in range(nz):
+        for k in range(z):
+            a[zs + i * wv + k] = 0.0
+
+
+@njit(inline="always")
+def _add1(yr, ys, xr, x0, w0, m):
+    for k in range(m):
+        yr[ys + k] += w0 * xr[x0 + k]
+
+
+@njit(inline="always")
+def _add_rows(yr, ybase, xr, xb, w, lo, hi, wv, ra, rb):
+    """One nonzero's run over output rows [ra, rb) (the caller keeps the zones)."""
+    if ra < rb:
+        j0 = ra * wv + lo
+        _add1(yr, np.uint64(ybase + j0), xr, np.uint64(xb + j0), w, np.uint64((rb - 1) * wv + hi - j0))
+
+
+@njit(inline="always")
+def _dot_rows(gr, gbase, xr, xb, lo, hi, wv, ra, rb, acc):
+    """acc + one nonzero's products over output rows [ra, rb) (the caller zeroes the gradient's zones)."""
+    if ra < rb:
+        j0 = ra * wv + lo
+        gs = np.uint64(gbase + j0)
+        x0 = np.uint64(xb + j0)
+        for k in range(np.uint64((rb - 1) * wv + hi - j0)):
+            acc += gr[gs + k] * xr[x0 + k]
+    return acc
+
+
+@njit(inline="always")
+def _common_rows(rlo, rhi, p, n, o0, o1):
+    """The output rows of tile [o0, o1) valid for all of nonzeros p..p+n-1."""
+    ra = o0
+    rb = o1
+    for q in range(p, p + n):
+        ra = max(ra, rlo[q])
+        rb = min(rb, rhi[q])
+    return ra, rb
+
+
+@njit(**JIT)
+def spmm_same(x, ptr, base, sw, rlo, rhi, vals, bias, y, wv, hgt, tile_rows, scratch):
+    """y = bias + sparse rows times the shifted planes of ``x``; see the module docstring. ``x`` (G, C*plane),
+    ``y`` (G, R*plane), plane = hgt*wv. Parallel over (image, row tile, structure row)."""
+    G = x.shape[0]
+    R = ptr.shape[0] - 1
+    plane = hgt * wv
+    ntiles = (hgt + tile_rows - 1) // tile_rows
+    for task in prange(G * ntiles * R):
+        g = task // (ntiles * R)
+        rest = task - g * ntiles * R
+        bt = rest // R
+        r = rest - bt * R
+        o0 = bt * tile_rows
+        o1 = min(hgt, o0 + tile_rows)
+        xr = x[g]
+        yr = y[g]
+        buf = scratch[numba.get_thread_id()]
+        ybase = r * plane
+        bo = bias[r]
+        for k in range(np.uint64(ybase + o0 * wv), np.uint64(ybase + o1 * wv)):
+            yr[k] = bo
+        p = ptr[r]
+        end = ptr[r + 1]
+        nzt = o1 - o0 - 1  # zones between the tile's rows
+        z = zs = s = 0
+        while p < end:
+            if z and sw[p] != s:  # the shift class ends: its zones get their saved values back
+                _restore(buf, yr, zs, nzt, z, wv)
+                z = 0
+            n = _group(sw, p, end)
+            s = sw[p]
+            lo = max(0, -s)
+            hi = wv - max(0, s)
+            if lo < hi:
+                if not z:  # a new shift class: save its zones once for all its runs
+                    z = wv - hi + lo
+                    zs = ybase + o0 * wv + hi
+                    _save(buf, yr, zs, nzt, z, wv)
+                ra, rb = _common_rows(rlo, rhi, p, n, o0, o1)
+                if n > 1 and ra < rb:
+                    j0 = ra * wv + lo
+                    m = np.uint64((rb - 1) * wv + hi - j0)
+                    ys = np.uint64(ybase + j0)
+                    x0 = np.uint64(base[p] + j0)
+                    x1 = np.uint64(base[p + 1] + j0)
+                    w0 = vals[p]
+                    w1 = vals[p + 1]
+                    if n == 4:
+                        x2 = np.uint64(base[p + 2] + j0)
+                        x3 = np.uint64(base[p + 3] + j0)
+                        w2 = vals[p + 2]
+                        w3 = vals[p + 3]
+                        for k in range(m):
+                            yr[ys + k] += w0 * xr[x0 + k] + w1 * xr[x1 + k] + w2 * xr[x2 + k] + w3 * xr[x3 + k]
+                    else:
+                        for k in range(m):
+                            yr[ys + k] += w0 * xr[x0 + k] + w1 * xr[x1 + k]
+                else:
+                    ra = rb = o0  # nothing in common: every nonzero below takes all its rows
+                for q in range(p, p + n):  # rows valid for q but not for the whole sweep (kernel rows differ)
+                    _add_rows(yr, ybase, xr, base[q], vals[q], lo, hi, wv, max(rlo[q], o0), min(ra, rhi[q]))
+                    _add_rows(yr, ybase, xr, base[q], vals[q], lo, hi, wv, max(rb, rlo[q], o0), min(rhi[q], o1))
+            p += n
+        if z:
+            _restore(buf, yr, zs, nzt, z, wv)
+
+
+@njit(**JIT)
+def sddmm_same(x, gy, ptr, base, sw, rlo, rhi, dw, wv, hgt, tile_rows, parts, scratch):
+    """Weight gradient at the nonzeros over the runs of ``spmm_same``; ``dw`` (nnz,) is overwritten. Parallel
+    over ``parts`` contiguous blocks of structure rows; ``gy`` is restored exactly before returning."""
+    G = x.shape[0]
+    R = ptr.shape[0] - 1
+    plane = hgt * wv
+    ntiles = (hgt + tile_rows - 1) // tile_rows
+    for part in prange(parts):
+        buf = scratch[numba.get_thread_id()]
+        r_lo = part * R // parts
+        r_hi = (part + 1) * R // parts
+        for p in range(ptr[r_lo], ptr[r_hi]):
+            dw[p] = 0.0
+        for g in range(G):
+            xr = x[g]
+            gr = gy[g]
+            for bt in range(ntiles):
+                o0 = bt * tile_rows
+                o1 = min(hgt, o0 + tile_rows)
+                for r in range(r_lo, r_hi):
+                    gbase = r * plane
+                    p = ptr[r]
+                    end = ptr[r + 1]
+                    nzt = o1 - o0 - 1
+                    z = zs = s = 0
+                    while p < end:
+                        if z and sw[p] != s:
+                            _restore(buf, gr, zs, nzt, z, wv)
+                            z = 0
+                        n = _group(sw, p, end)
+                        s = sw[p]
+                        lo = max(0, -s)
+                        hi = wv - max(0, s)
+                        if lo < hi:
+                            if not z:  # a new shift class: its zones of the gradient read as zero meanwhile
+                                z = wv - hi + lo
+                                zs = gbase + o0 * wv + hi
+                                _save(buf, gr, zs, nzt, z, wv)
+                                _zero(gr, zs, nzt, z, wv)
+                            ra, rb = _common_rows(rlo, rhi, p, n, o0, o1)
+                            if n > 1 and ra < rb:
+                                j0 = ra * wv + lo
+                                m = np.uint64((rb - 1) * wv + hi - j0)
+                                gs = np.uint64(gbase + j0)
+                                x0 = np.uint64(base[p] + j0)
+                                x1 = np.uint64(base[p + 1] + j0)
+                                a0 = dw[p]  # carries the dtype and the sum over earlier images and tiles
+                                a1 = dw[p + 1]
+                                if n == 4:
+                                    x2 = np.uint64(base[p + 2] + j0)
+                                    x3 = np.uint64(base[p + 3] + j0)
+                                    a2 = dw[p + 2]
+                                    a3 = dw[p + 3]
+                                    for k in range(m):
+                                        gv = gr[gs + k]
+                                        a0 += gv * xr[x0 + k]
+                                        a1 += gv * xr[x1 + k]
+                                        a2 += gv * xr[x2 + k]
+                                        a3 += gv * xr[x3 + k]
+                                    dw[p + 2] = a2
+                                    dw[p + 3] = a3
+                                else:
+                                    for k in range(m):
+                                        gv = gr[gs + k]
+                                        a0 += gv * xr[x0 + k]
+                                        a1 += gv * xr[x1 + k]
+                                dw[p] = a0
+                                dw[p + 1] = a1
+                            else:
+                                ra = rb = o0
+                            for q in range(p, p + n):
+                                acc = _dot_rows(gr, gbase, xr, base[q], lo, hi, wv, max(rlo[q], o0), min(ra, rhi[q]),
+                                                dw[q])
+                                dw[q] = _dot_rows(gr, gbase, xr, base[q], lo, hi, wv, max(rb, rlo[q], o0),
+                                                  min(rhi[q], o1), acc)
+                        p += n
+                    if z:
+                        _restore(buf, gr, zs, nzt, z, wv)
