@@ -91,6 +91,8 @@ def test_gradient_buffer_is_returned_unchanged(variant):
 def test_default_variant_and_candidates():
     s, _ = make(4, 6, 3, variant=None)
     assert s.choose_variant(torch.zeros(2, 4, 56, 56)) == "over-width-unpadded"
+    dense_enough, _ = make(8, 6, 3, 0.0, variant=None)  # 72 nonzeros per output channel: the padded copy pays off
+    assert dense_enough.choose_variant(torch.zeros(2, 8, 56, 56)) == "over-width"
     assert s.choose_variant(torch.zeros(2, 4, 16, 16)) == "over-width"
     assert s.choose_variant(torch.zeros(64, 4, 8, 8)) == "batch-last-unpadded"
     assert s.choose_variant(torch.zeros(8, 4, 7, 7)) == "batch-last"

@@ -124,15 +124,20 @@ class SparseConv2d(PackedSparseModule):
         return VARIANTS if self._unpadded_applies() else tuple(v for v in VARIANTS if not v.endswith("-unpadded"))
 
     def choose_variant(self, x: torch.Tensor) -> str:
-        """The kernel variant used for input ``x`` when ``variant`` is None: batch-last for output rows narrower
-        than 16, and unpadded where a plane (in the layout's elements) has 2048 or more, where dropping the padded
-        copies outweighs the unpadded kernels' edge work (see benchmarks/layers.py)."""
+        """The kernel variant used for input ``x`` when ``variant`` is None (``sparsify(backend="auto")`` times them
+        instead): batch-last for output rows narrower than 16, else over-width; unpadded where it applies and a plane
+        (in the layout's elements) has 2048 or more, over width only up to 32 nonzeros per output channel. The
+        padded copies it saves grow with the activations, its edge work with the nonzeros; the thresholds are where
+        they crossed in benchmarks/layers.py (2 threads)."""
         if self.variant is not None:
             return self.variant
         h, w = x.shape[-2], x.shape[-1]
         _, ow = self.geometry.out_size(h, w)
-        layout, v = ("batch-last", x.shape[0] if x.dim() == 4 else 1) if ow < 16 else ("over-width", 1)
-        return layout + "-unpadded" if self._unpadded_applies() and h * w * v >= 2048 else layout
+        batch = x.shape[0] if x.dim() == 4 else 1
+        layout, v = ("batch-last", batch) if ow < 16 else ("over-width", 1)
+        unpadded = self._unpadded_applies() and h * w * v >= 2048 and (
+            layout == "batch-last" or self.nnz <= 32 * self.out_channels)
+        return layout + "-unpadded" if unpadded else layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         geo = self.geometry

@@ -199,7 +199,7 @@ def _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v):
 
 
 def _same_tiles(H: int, wv: int, dtype: torch.dtype) -> tuple[int, np.ndarray]:
-    """Output rows per task (about _RUN_TILE elements) and the kernels' per-thread zone buffers."""
+    """Output rows per task (about _SAME_TILE elements) and the kernels' per-thread zone buffers."""
     rows = max(1, min(H, _SAME_TILE // wv))
     return rows, torch.empty(numba.config.NUMBA_NUM_THREADS, rows * wv, dtype=dtype).numpy()
 
