@@ -119,3 +119,16 @@ def test_other_geometries_fall_back_to_the_padded_kernels(variant):
 def test_random_same_geometries(cin, cout, kh, kw, h, w, b, dil, sparsity, variant, seed):
     s, d = make(cin, cout, (kh, kw), sparsity, seed, variant, dilation=dil)
     compare(s, d, torch.randn(b, cin, h, w, dtype=D, generator=torch.Generator().manual_seed(seed)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_weight_and_bias_gradient_split_by_image_or_by_row(threads, batch):
+    """dW and the bias gradient are split among threads by image (batch >= threads) or by output channel."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        s, d = make(5, 7, 3, 0.5, variant="over-width-unpadded", seed=batch)
+        compare(s, d, torch.randn(batch, 5, 6, 9, dtype=D))
+    finally:
+        torch.set_num_threads(before)

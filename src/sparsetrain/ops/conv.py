@@ -223,8 +223,10 @@ def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
     return (y.permute(3, 0, 1, 2) if variant == "batch-last" else y), xl, layout
 
 
-def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw, leaf_input):
-    """Backward of ``_forward_same``: dX by the transposed structure (parallel over input channels), dW by SDDMM."""
+def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw, need_db, leaf_input):
+    """Backward of ``_forward_same``: dX by the transposed structure (parallel over input channels); dW by SDDMM,
+    parallel over images where there are enough (each thread then reads only its images' activations), with the
+    bias gradient summed in the same pass."""
     B, C, H, W = shape
     OC = dy.shape[1]
     perm, inv, fwd, t_ptr, perm_t, bwd = layout
@@ -244,12 +246,21 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
             dx = batch_first(dxl) if leaf_input else dxl.permute(3, 0, 1, 2)
         else:
             dx = dxl
+    db = None
     if need_dw:
-        dws = torch.empty_like(values)
-        sddmm_same(np_view(xl.view(G, -1)), g2, np_view(och), *(np_view(a) for a in fwd), dws.numpy(), W * v, H,
-                   rows, max(1, min(threads, OC)), scratch)
-        dw = taken(dws, inv)
-    return dx, dw
+        by_image = G >= threads > 1
+        parts = threads if by_image else max(1, min(threads, OC))
+        slots = parts if by_image else 1
+        dw_part = values.new_empty(slots, values.numel())
+        db_part = values.new_empty(slots if need_db else 0, OC)
+        sddmm_same(np_view(xl.view(G, -1)), g2, np_view(och), *(np_view(a) for a in fwd), dw_part.numpy(),
+                   db_part.numpy(), W * v, H, rows, parts, by_image, scratch)
+        dw = taken(dw_part.sum(0) if slots > 1 else dw_part[0], inv)
+        if need_db:
+            db = db_part.sum(0) if slots > 1 else db_part[0]
+    if need_db and db is None:
+        db = dy.sum((0, 2, 3))
+    return dx, dw, db
 
 
 class SparseConv2dFunction(torch.autograd.Function):
@@ -298,9 +309,8 @@ class SparseConv2dFunction(torch.autograd.Function):
     def backward(ctx, dy):
         if ctx.same:
             xl, values, och = ctx.saved_tensors
-            dx, dw = _backward_same(dy, xl, values, och, ctx.layout, ctx.variant, ctx.shape,
-                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.leaf_input)
-            db = dy.sum((0, 2, 3)) if ctx.has_bias else None
+            dx, dw, db = _backward_same(dy, xl, values, och, ctx.layout, ctx.variant, ctx.shape,
+                                        ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias, ctx.leaf_input)
             return dx, dw, None, None, None, None, db, None, None, None, None, None
         if ctx.runs:
             xp, values, och = ctx.saved_tensors

@@ -181,20 +181,31 @@ def spmm_same(x, ptr, base, sw, rlo, rhi, vals, bias, y, wv, hgt, tile_rows, scr
 
 
 @njit(**JIT)
-def sddmm_same(x, gy, ptr, base, sw, rlo, rhi, dw, wv, hgt, tile_rows, parts, scratch):
-    """Weight gradient at the nonzeros over the runs of ``spmm_same``; ``dw`` (nnz,) is overwritten. Parallel
-    over ``parts`` contiguous blocks of structure rows; ``gy`` is restored exactly before returning."""
+def sddmm_same(x, gy, ptr, base, sw, rlo, rhi, dw_part, db_part, wv, hgt, tile_rows, parts, by_image, scratch):
+    """Weight gradient at the nonzeros over the runs of ``spmm_same``, and the bias gradient (the plane sums of
+    ``gy``) when ``db_part`` has rows. With ``by_image`` the images are split among ``parts`` parts, each
+    summing into its own row of ``dw_part`` (nnz,) and ``db_part`` (R,) (the caller adds the rows up; every part
+    then reads only its images); otherwise the structure rows are split and all write row 0, each its own
+    entries. ``gy`` is restored exactly before returning."""
     G = x.shape[0]
     R = ptr.shape[0] - 1
     plane = hgt * wv
     ntiles = (hgt + tile_rows - 1) // tile_rows
-    for part in prange(parts):
+    want_db = db_part.shape[0] > 0
+    for part_ in prange(parts):
+        part = np.int64(part_)  # prange's index may be unsigned: keep the arithmetic below in int64
         buf = scratch[numba.get_thread_id()]
-        r_lo = part * R // parts
-        r_hi = (part + 1) * R // parts
+        if by_image:
+            g_lo, g_hi, r_lo, r_hi, slot = part * G // parts, (part + 1) * G // parts, 0, R, part
+        else:
+            g_lo, g_hi, r_lo, r_hi, slot = 0, G, part * R // parts, (part + 1) * R // parts, np.int64(0)
+        dws = dw_part[slot]
         for p in range(ptr[r_lo], ptr[r_hi]):
-            dw[p] = 0.0
-        for g in range(G):
+            dws[p] = 0.0
+        if want_db:
+            for r in range(r_lo, r_hi):
+                db_part[slot, r] = 0.0
+        for g in range(g_lo, g_hi):
             xr = x[g]
             gr = gy[g]
             for bt in range(ntiles):
@@ -202,6 +213,11 @@ def sddmm_same(x, gy, ptr, base, sw, rlo, rhi, dw, wv, hgt, tile_rows, parts, sc
                 o1 = min(hgt, o0 + tile_rows)
                 for r in range(r_lo, r_hi):
                     gbase = r * plane
+                    if want_db:  # before any zone is zeroed: the whole tile of the plane
+                        acc = db_part[slot, r]
+                        for k in range(np.uint64(gbase + o0 * wv), np.uint64(gbase + o1 * wv)):
+                            acc += gr[k]
+                        db_part[slot, r] = acc
                     p = ptr[r]
                     end = ptr[r + 1]
                     nzt = o1 - o0 - 1
@@ -227,34 +243,34 @@ def sddmm_same(x, gy, ptr, base, sw, rlo, rhi, dw, wv, hgt, tile_rows, parts, sc
                                 gs = np.uint64(gbase + j0)
                                 x0 = np.uint64(base[p] + j0)
                                 x1 = np.uint64(base[p + 1] + j0)
-                                a0 = dw[p]  # carries the dtype and the sum over earlier images and tiles
-                                a1 = dw[p + 1]
+                                a0 = dws[p]  # carries the dtype and the sum over earlier images and tiles
+                                a1 = dws[p + 1]
                                 if n == 4:
                                     x2 = np.uint64(base[p + 2] + j0)
                                     x3 = np.uint64(base[p + 3] + j0)
-                                    a2 = dw[p + 2]
-                                    a3 = dw[p + 3]
+                                    a2 = dws[p + 2]
+                                    a3 = dws[p + 3]
                                     for k in range(m):
                                         gv = gr[gs + k]
                                         a0 += gv * xr[x0 + k]
                                         a1 += gv * xr[x1 + k]
                                         a2 += gv * xr[x2 + k]
                                         a3 += gv * xr[x3 + k]
-                                    dw[p + 2] = a2
-                                    dw[p + 3] = a3
+                                    dws[p + 2] = a2
+                                    dws[p + 3] = a3
                                 else:
                                     for k in range(m):
                                         gv = gr[gs + k]
                                         a0 += gv * xr[x0 + k]
                                         a1 += gv * xr[x1 + k]
-                                dw[p] = a0
-                                dw[p + 1] = a1
+                                dws[p] = a0
+                                dws[p + 1] = a1
                             else:
                                 ra = rb = o0
                             for q in range(p, p + n):
                                 acc = _dot_rows(gr, gbase, xr, base[q], lo, hi, wv, max(rlo[q], o0), min(ra, rhi[q]),
-                                                dw[q])
-                                dw[q] = _dot_rows(gr, gbase, xr, base[q], lo, hi, wv, max(rb, rlo[q], o0),
+                                                dws[q])
+                                dws[q] = _dot_rows(gr, gbase, xr, base[q], lo, hi, wv, max(rb, rlo[q], o0),
                                                   min(rhi[q], o1), acc)
                         p += n
                     if z:
