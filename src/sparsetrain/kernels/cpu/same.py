@@ -12,14 +12,15 @@ between two rows it crosses ``|sw|`` positions ("the zone") whose source is the 
 the neighbouring row instead. Rather than cut the run into short rows (numba's vector loops then spend most
 of their time in scalar remainders) the kernels keep the run long and make the zone add nothing:
 
-* ``spmm_same``  saves the output zone before the run and writes it back after: exact, whatever the input
-  holds (no subtraction, so an inf in a neighbouring row cannot leak into another position).
-* ``sddmm_same`` (dW at the nonzeros) zeroes the *gradient's* zone for the run and restores it bit for bit
-  afterwards. Each gradient plane is read only by the thread owning its structure rows, so this is race free;
-  the caller's gradient buffer is unchanged when the kernel returns.
+* ``spmm_same``  saves the output zone before the runs of a column-shift class and writes it back after:
+  exact, whatever the input holds (no subtraction, so an inf in a neighbouring row cannot leak elsewhere).
+* ``sddmm_same`` (dW at the nonzeros, optionally the bias gradient) zeroes the *gradient's* zone for the class
+  and restores it bit for bit afterwards. Each gradient plane is read only by the thread owning its image (or
+  its structure rows), so this is race free; the caller's gradient buffer is unchanged when the kernel returns.
 
-Nonzeros of a row are expected sorted by kernel cell, so four consecutive ones usually share the shift and
-are swept together (one accumulator pass per four FMAs); the others go one at a time. ``scratch`` holds one
+Nonzeros of a row are expected sorted by kernel cell (column shift first), so consecutive ones usually share
+the shift and are swept four or two at a time (one accumulator pass per four or two FMAs), else one at a
+time; where their kernel rows differ, the rows not valid for all of them go one nonzero at a time. ``scratch`` holds one
 zone buffer per thread (``numba.get_thread_id()``), at least ``tile_rows * wv`` long. No torch import here.
 """
 from __future__ import annotations
