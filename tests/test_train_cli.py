@@ -33,6 +33,16 @@ def test_every_model_trains_dense(tmp_path, model):
     assert rows[0].startswith("epoch,global_step") and len(rows) == 2
 
 
+
+def test_new_run_in_a_used_folder_replaces_its_metrics(tmp_path):
+    args = ("--model", "fmnist-cnn", "--width", "4", "--image-size", "16")
+    out, _ = _train(tmp_path, *args)
+    out, s = _train(tmp_path, *args, "--epochs", "2")  # no --resume: a new run, not a continuation
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2"]
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1, 2]
+    assert s["epochs_done"] == 2 and s["best_test_acc"] >= s["test_acc"]
+
 # options that give every method a mask change inside a 2-step run
 _SHORT = {"set": "{update_interval: 1}", "rigl": "{update_interval: 1}",  "gmp": "{update_interval: 1}",
           "gmp-global": "{update_interval: 1}", "lottery": "{steps_per_round: 1, rounds: 1}",

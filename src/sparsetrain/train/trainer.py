@@ -3,6 +3,7 @@ trains with progress bars and per-epoch metrics, checkpoints atomically, and res
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ..nn import decision_table
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_text_atomic
 from .config import TrainConfig
 from .data import eval_batches, load_data, steps_per_epoch, train_batches
 from .distributed import all_reduce_sum, init_distributed, pick_device, shutdown
@@ -118,6 +119,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.acc = [0.0, 0.0, 0.0]  # this epoch so far: loss sum, correct, samples (this rank)
         self.step_times: list[float] = []
+        self.history: list[dict[str, Any]] = []  # one row per logged epoch, kept on every rank
         if self.state:
             self._restore(self.state)
             self.state = None  # free the loaded copy
@@ -166,8 +168,11 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = s["epoch"], s["step_in_epoch"], s["global_step"]
         self.acc = list(s["accumulators"])
         set_rng_state(s["rng"])
+        # every rank reads the rows (rank 0 may be rewriting the file, but atomically) and drops the epochs
+        # this run will train again, so the summary is the same on every rank and no rank waits on another
+        self.history = [r for r in self._read_rows() if r["epoch"] <= self.epoch]
         if self.dist.is_main:
-            self._truncate_metrics(self.epoch)
+            self._write_rows()
 
     def _checkpoint(self) -> None:
         if not self.dist.is_main:
@@ -184,31 +189,28 @@ class Trainer:
         }, self.out / CHECKPOINT)
 
     # ----------------------------------------------------------------------------------- metrics
-    def _truncate_metrics(self, epoch: int) -> None:
-        """Drop rows of epochs a resumed run will train again (written after the checkpoint)."""
+    def _read_rows(self) -> list[dict[str, Any]]:
+        """The metrics rows an earlier run wrote to OUT/metrics.csv, numbers parsed."""
         path = self.out / METRICS_CSV
         if not path.exists():
-            return
-        with open(path) as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epoch]
-        self._write_rows(rows)
+            return []
+        with open(path, newline="") as f:
+            return [{k: int(v) if k in ("epoch", "global_step") else float(v) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
 
-    def _write_rows(self, rows: list[dict]) -> None:
-        with open(self.out / METRICS_CSV, "w", newline="") as f:
-            w = csv.DictWriter(f, COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-        with open(self.out / METRICS_JSON, "w") as f:
-            json.dump(rows, f, indent=1)
+    def _write_rows(self) -> None:
+        text = io.StringIO()
+        w = csv.DictWriter(text, COLUMNS)
+        w.writeheader()
+        w.writerows(self.history)
+        write_text_atomic(self.out / METRICS_CSV, text.getvalue())
+        write_text_atomic(self.out / METRICS_JSON, json.dumps(self.history, indent=1))
 
     def _log_epoch(self, row: dict) -> None:
-        path = self.out / METRICS_CSV
-        rows = []
-        if path.exists():
-            with open(path) as f:
-                rows = list(csv.DictReader(f))
-        rows.append({k: row[k] for k in COLUMNS})
-        self._write_rows(rows)
+        self.history.append({k: row[k] for k in COLUMNS})
+        if not self.dist.is_main:
+            return
+        self._write_rows()
         if self.tb is not None:
             for k in COLUMNS[2:]:
                 self.tb.add_scalar(k, row[k], row["epoch"])
@@ -293,8 +295,8 @@ class Trainer:
                "test_acc": test_acc, "sparsity": overall_sparsity(layer_masks(self.model)),
                "step_ms": statistics.median(self.step_times) * 1e3 if self.step_times else math.nan,
                "epoch_s": seconds}
+        self._log_epoch(row)
         if self.dist.is_main:
-            self._log_epoch(row)
             print(f"epoch {row['epoch']:>3}/{self.cfg.epochs}  step {self.global_step}  lr {lr:.4g}  "
                   f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  test loss {test_loss:.4f} "
                   f"acc {test_acc:.4f}  sparsity {row['sparsity']:.3f}  {row['step_ms']:.1f} ms/step  "
@@ -307,10 +309,7 @@ class Trainer:
         self._checkpoint()
 
     def _summary(self) -> dict[str, Any]:
-        rows = []
-        if (self.out / METRICS_JSON).exists():
-            with open(self.out / METRICS_JSON) as f:
-                rows = json.load(f)
+        rows = self.history
         masks = layer_masks(self.model)
         backends = layer_backends(self.model)
         decisions = {d.layer: d for d in decision_table(self.model)}
@@ -328,6 +327,5 @@ class Trainer:
                    "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
                    "torch": torch.__version__}
         if self.dist.is_main:
-            with open(self.out / SUMMARY, "w") as f:
-                json.dump(summary, f, indent=1)
+            write_text_atomic(self.out / SUMMARY, json.dumps(summary, indent=1))
         return summary
