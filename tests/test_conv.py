@@ -159,3 +159,28 @@ def test_repeated_steps_and_changing_batch_reuse_workspaces_correctly(variant):
         s.zero_grad()
         d.zero_grad()
         compare(s, d, torch.randn(batch, 5, 6, 7, dtype=D))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("gradient_layout", ["contiguous", "permuted"])
+def test_inner_layer_with_any_output_gradient_layout(variant, gradient_layout):
+    """As a middle layer (dX goes on to the op before, not into a leaf's .grad) and with an output gradient that is
+    contiguous or a permuted view (the batch-last copy kernels need contiguous tensors; views take torch's copy)."""
+    s, d = make(5, 6, 3, 0.6, padding=1, variant=variant)
+    with torch.no_grad():
+        d.weight.mul_(s.mask())
+    g = torch.randn(3, 7, 8, 6, dtype=D)  # (B, H, W, C_O)
+    grads = []
+    for layer in (s, d):
+        x = torch.randn(3, 5, 7, 8, dtype=D, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        y = layer(x * 2)
+        if gradient_layout == "permuted":
+            (y.permute(0, 2, 3, 1) * g).sum().backward()  # dY reaches the layer as a permuted view
+        else:
+            (y * g.permute(0, 3, 1, 2).contiguous()).sum().backward()
+        grads.append((y, x.grad))
+    (ys, gxs), (yd, gxd) = grads
+    torch.testing.assert_close(ys, yd, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gxs, gxd, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(s.values.grad, d.weight.grad[s.mask()], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(s.bias.grad, d.bias.grad, rtol=1e-9, atol=1e-9)

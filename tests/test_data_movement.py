@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from sparsetrain.kernels.cpu import pad_batch_last, unpad_batch_first
 from sparsetrain.ops.common import batch_first, batch_last, taken, transposed
 
 
@@ -44,3 +45,25 @@ def test_taken_gathers_in_order():
     perm = torch.randperm(v.numel())
     assert torch.equal(taken(v, perm), v.reshape(-1)[perm])
     assert taken(v, perm[:0]).numel() == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 9), c=st.integers(1, 5), h=st.integers(1, 6), w=st.integers(1, 6), pt=st.integers(0, 2),
+       pb=st.integers(0, 2), pl=st.integers(0, 2), extra=st.integers(0, 3), dtype=st.sampled_from([torch.float32,
+                                                                                                 torch.float64]))
+def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dtype):
+    """Every element of each plane is written: the image batch-last at (pt, pl), zeros everywhere else (padding
+    and extra tail columns), and nothing outside the planes; unpadding reads the image back batch-first."""
+    x = torch.randn(b, c, h, w, dtype=dtype)
+    hp, wp, base, gap = h + pt + pb, w + pl + extra, 5, 3
+    cstride = hp * wp * b + gap
+    dst = torch.full((base + c * cstride,), float("nan"), dtype=dtype)
+    pad_batch_last(x.numpy(), dst.numpy(), base, cstride, hp, wp, pt, pl)
+    want = torch.zeros(c, hp, wp, b, dtype=dtype)
+    want[:, pt:pt + h, pl:pl + w, :] = x.permute(1, 2, 3, 0)
+    planes = dst[base:].view(c, cstride)
+    assert torch.equal(planes[:, :hp * wp * b].view(c, hp, wp, b), want)
+    assert dst[:base].isnan().all() and planes[:, hp * wp * b:].isnan().all()  # untouched
+    back = torch.empty_like(x)
+    unpad_batch_first(dst.numpy(), base, cstride, wp, pt, pl, back.numpy())
+    assert torch.equal(back, x)

@@ -1,7 +1,10 @@
-"""Checks shared by the autograd ops."""
+"""Checks and data-movement helpers shared by the autograd ops."""
 from __future__ import annotations
 
 import torch
+
+from ..kernels.cpu import take_into, transpose_into
+from .threads import sync_threads
 
 
 def check_cpu_input(x: torch.Tensor, values: torch.Tensor, layer: str) -> None:
@@ -37,8 +40,6 @@ def transposed(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
     if out is None:
         out = t.new_empty(t.shape[1], t.shape[0])
     if t.numel():
-        from ..kernels.cpu import transpose_into
-        from .threads import sync_threads
         sync_threads()
         transpose_into(np_view(t), out.numpy())
     return out
@@ -63,8 +64,6 @@ def taken(values: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """``values.reshape(-1)[perm]`` (detached) with a parallel kernel: the weights in a transposed structure's order."""
     out = values.new_empty(perm.shape[0])
     if out.numel():
-        from ..kernels.cpu import take_into
-        from .threads import sync_threads
         sync_threads()
         take_into(np_view(values.reshape(-1)), np_view(perm), out.numpy())
     return out

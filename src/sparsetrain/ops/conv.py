@@ -7,8 +7,8 @@ import numba
 import numpy as np
 import torch
 
-from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, sddmm_runs,
-                           sddmm_same, spmm_runs, spmm_same)
+from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
+                           sddmm_runs, sddmm_same, spmm_runs, spmm_same, unpad_batch_first)
 from .common import batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed
 from .plan import Plan, cached, transpose_structure
 from .threads import sync_threads
@@ -86,6 +86,10 @@ def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str) -> tuple
     hp, wp = H + pt + pb, W + pl + pr
     if variant == "batch-last":
         xp = x.new_empty(C, hp, wp, B)
+        if x.is_contiguous() and B:
+            sync_threads()
+            pad_batch_last(np_view(x), xp.view(-1).numpy(), 0, hp * wp * B, hp, wp, pt, pl)
+            return xp, 1, B, hp, wp
         _zero_frame(xp, 1, 2, (pt, pb, pl, pr))
         xp[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
         return xp, 1, B, hp, wp
@@ -108,7 +112,10 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
     B, OC, OH, OW = dy.shape
     if variant == "batch-last":
         gy = _gradient_workspace(plan, (1, OC, lg), dy)
-        gy[0, :, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
+        if dy.is_contiguous():
+            pad_batch_last(np_view(dy), gy.view(-1).numpy(), smax, lg, OH, wp, 0, 0)
+        else:
+            gy[0, :, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
         gy = _gradient_workspace(plan, (B, OC, lg), dy)
         gy[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
@@ -117,8 +124,11 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
 
 def runs_input_gradient(gy: torch.Tensor, t_ptr: torch.Tensor, offT: torch.Tensor, values_t: torch.Tensor,
                         variant: str, shape: tuple[int, int, int, int], hp: int, wp: int,
-                        geo: ConvGeometry) -> torch.Tensor:
-    """dX of a stride-1 conv by the transposed structure (``values_t`` in its order), parallel over input channels."""
+                        geo: ConvGeometry, leaf_input: bool = False) -> torch.Tensor:
+    """dX of a stride-1 conv by the transposed structure (``values_t`` in its order), parallel over input channels.
+
+    Batch-last dX is a strided view for the layer before, or copied out contiguous for a leaf (whose .grad must be
+    contiguous: our copy, not AccumulateGrad's strided one)."""
     B, C, H, W = shape
     pt, pl = geo.padding[0], geo.padding[2]
     G, v = (1, B) if variant == "batch-last" else (B, 1)
@@ -128,6 +138,10 @@ def runs_input_gradient(gy: torch.Tensor, t_ptr: torch.Tensor, offT: torch.Tenso
     spmm_runs(np_view(gy), np_view(t_ptr), np_view(offT), np_view(values_t), np_view(gy.new_zeros(C)),
               dxp.numpy(), t0, n, _RUN_TILE)
     if variant == "batch-last":
+        if leaf_input:
+            dx = gy.new_empty(B, C, H, W)
+            unpad_batch_first(dxp.view(-1).numpy(), 0, hp * wp * B, wp, pt, pl, dx.numpy())
+            return dx
         return dxp.view(C, hp, wp, B)[:, pt:pt + H, pl:pl + W, :].permute(3, 0, 1, 2)
     return dxp.view(B, C, hp, wp)[:, :, pt:pt + H, pl:pl + W]
 
@@ -148,7 +162,7 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     return runs_output(y, variant, out_channels, OH, OW, wp, B), xp, layout
 
 
-def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, plan):
+def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, plan, leaf_input):
     """Stride-1 backward: dX by the transposed structure (parallel over input channels), dW by SDDMM."""
     B = shape[0]
     OC, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
@@ -161,7 +175,7 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
     gy = runs_gradient(dy, plan, variant, wp, smax, lg)
     dx = dw = None
     if need_dx:
-        dx = runs_input_gradient(gy, t_ptr, offT, taken(values, perm), variant, shape, hp, wp, geo)
+        dx = runs_input_gradient(gy, t_ptr, offT, taken(values, perm), variant, shape, hp, wp, geo, leaf_input)
     if need_dw:
         dw = torch.empty_like(values)
         n = ((OH - 1) * wp + OW) * v
@@ -285,7 +299,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         if ctx.runs:
             y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
             ctx.save_for_backward(xp, values, och)
-            ctx.layout, ctx.plan = layout, runs[3]
+            ctx.layout, ctx.plan, ctx.leaf_input = layout, runs[3], leaf_input
             return unviewed(y)
         b = bias.detach() if bias is not None else torch.zeros(out_channels, dtype=x.dtype)
         idx = (np_view(och), np_view(ich), np_view(kh), np_view(kw), np_view(values), np_view(b))
@@ -315,7 +329,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         if ctx.runs:
             xp, values, och = ctx.saved_tensors
             dx, dw = _backward_runs(dy, xp, values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
-                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.plan)
+                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.plan, ctx.leaf_input)
             db = dy.sum((0, 2, 3)) if ctx.has_bias else None
             return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None, None
         xl, values, och, ich, kh, kw = ctx.saved_tensors

@@ -1,5 +1,6 @@
 """Data movement kernels. A blocked parallel 2-D transpose: torch's strided copy of a large transpose runs far
-below memory bandwidth here (13 ms for 3072 x 902 floats), and every linear pass needs one. A parallel gather."""
+below memory bandwidth here (13 ms for 3072 x 902 floats), and every linear pass needs one. A parallel gather.
+The zero-padded batch-last copies in and out of the conv run kernels."""
 from __future__ import annotations
 
 import numpy as np
@@ -66,3 +67,55 @@ def take_into(src, idx, dst):
     advanced indexing runs single-threaded here, 1.3 ms for 236K values vs 0.2 ms)."""
     for i in prange(dst.shape[0]):
         dst[i] = src[idx[i]]
+
+
+@njit(**JIT)
+def pad_batch_last(src, dst, base, cstride, hp, wp, pt, pl):
+    """Write a (B, C, H, W) C-contiguous ``src`` batch-last and zero-framed into the flat ``dst``: channel ``c``'s
+    (hp, wp, B) plane starts at ``base + c * cstride``, with ``src[:, c]`` at rows pt.., columns pl.. and zeros in
+    the rest of the plane (padding rows and columns, discarded tail columns). One pass instead of torch's frame
+    zeroing plus a strided permute copy (2-3x faster on a 8x128x7x7 input)."""
+    B, C, H, W = src.shape
+    s = src.ravel()
+    plane = H * W
+    image = C * plane
+    rl = wp * B
+    for c in prange(C):
+        p = base + c * cstride
+        for r in range(hp):
+            row = p + r * rl
+            h = r - pt
+            if h < 0 or h >= H:
+                for i in range(row, row + rl):
+                    dst[i] = 0.0
+                continue
+            for i in range(row, row + pl * B):
+                dst[i] = 0.0
+            sb = c * plane + h * W
+            for w in range(W):
+                o = np.uint64(row + (pl + w) * B)
+                for b in range(B):
+                    dst[o + np.uint64(b)] = s[np.uint64(b * image + sb + w)]
+            for i in range(row + (pl + W) * B, row + rl):
+                dst[i] = 0.0
+
+
+@njit(**JIT)
+def unpad_batch_first(src, base, cstride, wp, pt, pl, dst):
+    """The inverse read of ``pad_batch_last``: ``dst`` (B, C, H, W) C-contiguous from the planes of the flat
+    ``src``, so a batch-last result reaches autograd contiguous (no strided copy in AccumulateGrad)."""
+    B, C, H, W = dst.shape
+    d = dst.ravel()
+    plane = H * W
+    image = C * plane
+    rl = wp * B
+    for c in prange(C):
+        p = base + c * cstride + pt * rl + pl * B
+        for h in range(H):
+            row = p + h * rl
+            db = c * plane + h * W
+            for b in range(B):
+                o = np.uint64(b * image + db)
+                sb = np.uint64(row + b)
+                for w in range(W):
+                    d[o + np.uint64(w)] = src[sb + np.uint64(w * B)]
