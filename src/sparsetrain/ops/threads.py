@@ -19,8 +19,8 @@ def sync_threads() -> int:
     """Set numba's thread count to ``torch.get_num_threads()`` (capped at numba's pool) and return it."""
     global _launched
     if not _launched:
-        # numba's omp layer shares torch's libgomp, and starting numba's pool (its first parallel
-        # call) resets the OpenMP thread count for both: start it now and restore torch's setting
+        # starting numba's OpenMP pool (its first parallel call) resets the process's OpenMP thread
+        # count, torch's included (docs/decisions.md, Threads): start it now and restore torch's setting
         wanted = torch.get_num_threads()
         _touch(np.zeros(4))
         torch.set_num_threads(wanted)
