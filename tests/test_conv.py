@@ -174,10 +174,13 @@ def test_inner_layer_with_any_output_gradient_layout(variant, gradient_layout):
     for layer in (s, d):
         x = torch.randn(3, 5, 7, 8, dtype=D, generator=torch.Generator().manual_seed(2), requires_grad=True)
         y = layer(x * 2)
+        seen = []
+        y.register_hook(lambda gy: seen.append(gy.is_contiguous()))
         if gradient_layout == "permuted":
             (y.permute(0, 2, 3, 1) * g).sum().backward()  # dY reaches the layer as a permuted view
         else:
             (y * g.permute(0, 3, 1, 2).contiguous()).sum().backward()
+        assert seen == [gradient_layout == "contiguous"]  # the layout the layer's backward really received
         grads.append((y, x.grad))
     (ys, gxs), (yd, gxd) = grads
     torch.testing.assert_close(ys, yd, rtol=1e-9, atol=1e-9)
