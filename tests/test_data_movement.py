@@ -53,12 +53,18 @@ def test_taken_gathers_in_order():
                                                                                                  torch.float64]))
 def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dtype):
     """Every element of each plane is written: the image batch-last at (pt, pl), zeros everywhere else (padding
-    and extra tail columns), and nothing outside the planes; unpadding reads the image back batch-first."""
+    and extra tail columns), and nothing outside the planes; the channel sums when asked for; unpadding reads the
+    image back batch-first."""
     x = torch.randn(b, c, h, w, dtype=dtype)
     hp, wp, base, gap = h + pt + pb, w + pl + extra, 5, 3
     cstride = hp * wp * b + gap
     dst = torch.full((base + c * cstride,), float("nan"), dtype=dtype)
-    pad_batch_last(x.numpy(), dst.numpy(), base, cstride, hp, wp, pt, pl)
+    sums = torch.full((c,), float("nan"), dtype=torch.float64)
+    pad_batch_last(x.numpy(), dst.numpy(), base, cstride, hp, wp, pt, pl, sums.numpy())
+    assert torch.allclose(sums, x.double().sum((0, 2, 3)), rtol=1e-12, atol=1e-12)  # the bias gradient of dy
+    again = torch.full_like(dst, float("nan"))
+    pad_batch_last(x.numpy(), again.numpy(), base, cstride, hp, wp, pt, pl, sums[:0].numpy())  # no sums wanted
+    assert torch.equal(again.nan_to_num(7.0), dst.nan_to_num(7.0))
     want = torch.zeros(c, hp, wp, b, dtype=dtype)
     want[:, pt:pt + h, pl:pl + w, :] = x.permute(1, 2, 3, 0)
     planes = dst[base:].view(c, cstride)

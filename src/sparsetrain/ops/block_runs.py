@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu.block_runs import block_sddmm_runs, block_spmm_runs
-from .common import np_view, taken, unviewed
+from .common import np_view, unviewed, zeros
 from .conv import _RUN_TILE, ConvGeometry, padded_runs_input, runs_gradient, runs_input_gradient, runs_output
-from .plan import Plan, cached, transpose_structure
+from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
 # (B, C, hp, wp) runs only: this variant serves maps at least 16 wide, where a plane row is long enough to
@@ -41,7 +41,7 @@ def block_runs_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cell
         sp_e = spatial_k[:, None, :].expand(t, R, K).flatten()
         t_ptr, perm = transpose_structure(chan_e, C)
         offT = (oc_e * lg + smax - sp_e)[perm]
-        return off.contiguous(), t_ptr, perm, offT.contiguous(), smax, lg
+        return (*kernel_arrays(off, t_ptr, perm, offT), smax, lg)
     return cached(plan, ("block-runs", C, hp, wp), build)
 
 
@@ -52,12 +52,12 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
     def forward(ctx, x, values, bias, rows, channels, cells, geo: ConvGeometry, out_channels: int, plan: Plan):
         B, C, H, W = x.shape
         OH, OW = geo.out_size(H, W)
+        sync_threads()
         xp, G, _, hp, wp = padded_runs_input(x.detach(), geo, _LAYOUT)
         layout = block_runs_plan(plan, rows, channels, cells, geo, C, hp, wp)
         y = x.new_empty(G, out_channels * OH * wp)
-        b = bias.detach() if bias is not None else x.new_zeros(out_channels)
-        sync_threads()
-        block_spmm_runs(np_view(xp.view(G, -1)), np_view(layout[0]), np_view(values), np_view(rows), np_view(b),
+        b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
+        block_spmm_runs(np_view(xp.view(G, -1)), layout[0], np_view(values), np_view(rows), b,
                         y.numpy(), 0, (OH - 1) * wp + OW, _RUN_TILE)
         ctx.save_for_backward(xp, values, rows)
         ctx.geo, ctx.shape, ctx.layout, ctx.plan, ctx.has_bias = geo, (B, C, H, W), layout, plan, bias is not None
@@ -70,15 +70,12 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
         _, _, hp, wp = xp.shape
         OH, OW = dy.shape[2], dy.shape[3]
         sync_threads()
-        gy = runs_gradient(dy, ctx.plan, _LAYOUT, wp, smax, lg)
-        dx = dw = db = None
+        gy, db = runs_gradient(dy, ctx.plan, _LAYOUT, wp, smax, lg, ctx.has_bias and ctx.needs_input_grad[2])
+        dx = dw = None
         if ctx.needs_input_grad[0]:
-            vals_t = taken(values, perm)
-            dx = runs_input_gradient(gy, t_ptr, offT, vals_t, _LAYOUT, ctx.shape, hp, wp, ctx.geo)
+            dx = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo)
         if ctx.needs_input_grad[1]:
             dw = torch.empty_like(values)
-            block_sddmm_runs(np_view(xp.view(xp.shape[0], -1)), np_view(gy), np_view(off), np_view(rows), dw.numpy(),
+            block_sddmm_runs(np_view(xp.view(xp.shape[0], -1)), np_view(gy), off, np_view(rows), dw.numpy(),
                              smax, (OH - 1) * wp + OW, _RUN_TILE)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy.sum((0, 2, 3))
         return dx, dw, db, None, None, None, None, None, None

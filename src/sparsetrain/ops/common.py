@@ -1,6 +1,7 @@
 """Checks and data-movement helpers shared by the autograd ops."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..kernels.cpu import take_into, transpose_into
@@ -32,6 +33,17 @@ def np_view(t: torch.Tensor):
     return t.detach().numpy()
 
 
+_ZEROS: dict[tuple[int, torch.dtype], np.ndarray] = {}
+
+
+def zeros(n: int, dtype: torch.dtype) -> np.ndarray:
+    """A shared zero vector of length ``n`` for the kernels' bias argument (read only by them; never written)."""
+    key = (n, dtype)
+    if key not in _ZEROS:
+        _ZEROS[key] = torch.zeros(n, dtype=dtype).numpy()
+    return _ZEROS[key]
+
+
 def transposed(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Contiguous ``t.t()`` of a 2-D tensor: free when ``t`` is already a transposed view; written
     into ``out`` (a reusable workspace) when given."""
@@ -60,12 +72,12 @@ def batch_first(tT: torch.Tensor) -> torch.Tensor:
     return transposed(tT.view(C * H * W, B)).view(B, C, H, W)
 
 
-def taken(values: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+def taken(values: torch.Tensor, perm: torch.Tensor | np.ndarray) -> torch.Tensor:
     """``values.reshape(-1)[perm]`` (detached) with a parallel kernel: the weights in a transposed structure's order."""
     out = values.new_empty(perm.shape[0])
     if out.numel():
         sync_threads()
-        take_into(np_view(values.reshape(-1)), np_view(perm), out.numpy())
+        take_into(np_view(values.reshape(-1)), perm if isinstance(perm, np.ndarray) else np_view(perm), out.numpy())
     return out
 
 

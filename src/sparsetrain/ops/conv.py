@@ -9,8 +9,8 @@ import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
                            sddmm_runs, sddmm_same, spmm_runs, spmm_same, unpad_batch_first)
-from .common import batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed
-from .plan import Plan, cached, transpose_structure
+from .common import batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed, zeros
+from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
 VARIANTS = ("batch-last", "over-width", "batch-last-unpadded", "over-width-unpadded")
@@ -43,10 +43,13 @@ class ConvGeometry:
 
 _RUN_TILE = 1024  # output-run elements per task: several tasks per plane keep both threads busy
 _SAME_TILE = 4096  # 'same' runs: longer tiles, as each tile pays its zone and edge-row work once per shift
+_NO_INDEX = np.empty(0, dtype=np.int64)  # spmm_runs: the structure is in the values' own order
+_NO_SUM = np.empty(0, dtype=np.float64)  # pad_batch_last: no channel sums wanted
 
 
 def _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v):
-    """Offsets of every nonzero in the padded run layout and the by-channel (transposed) structure."""
+    """Offsets of every nonzero in the padded run layout and the by-channel (transposed) structure, as NumPy arrays
+    (off, t_ptr, perm, offT) ready for the kernels, with the gradient plane's zero front ``smax`` and length ``lg``."""
     def build():
         lin = hp * wp * v
         spatial = kh.long() * (geo.dilation[0] * wp * v) + kw.long() * (geo.dilation[1] * v)
@@ -57,7 +60,7 @@ def _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v):
         smax = (geo.dilation[0] * (geo.kernel[0] - 1) * wp + geo.dilation[1] * (geo.kernel[1] - 1)) * v
         lg = smax + lin  # a gradient plane with smax zeros in front: every shifted read stays inside
         offT = (oc * lg + smax - spatial)[perm]
-        return off, t_ptr, perm, offT, smax, lg
+        return (*kernel_arrays(off, t_ptr, perm, offT), smax, lg)
     return cached(plan, ("conv", C, hp, wp, v), build)
 
 
@@ -80,15 +83,14 @@ def _gradient_workspace(plan, shape, like: torch.Tensor) -> torch.Tensor:
 
 def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str) -> tuple[torch.Tensor, int, int, int, int]:
     """The zero-padded input of the run layout: (xp, G, v, hp, wp). Over-width: xp (B, C, hp, wp), G = B runs
-    groups of element stride v = 1; batch-last: xp (C, hp, wp, B), G = 1, v = B."""
+    groups of element stride v = 1; batch-last: xp (C, hp, wp, B), G = 1, v = B. Call ``sync_threads`` first."""
     B, C, H, W = x.shape
     pt, pb, pl, pr = geo.padding
     hp, wp = H + pt + pb, W + pl + pr
     if variant == "batch-last":
         xp = x.new_empty(C, hp, wp, B)
         if x.is_contiguous() and B:
-            sync_threads()
-            pad_batch_last(np_view(x), xp.view(-1).numpy(), 0, hp * wp * B, hp, wp, pt, pl)
+            pad_batch_last(np_view(x), xp.view(-1).numpy(), 0, hp * wp * B, hp, wp, pt, pl, _NO_SUM)
             return xp, 1, B, hp, wp
         _zero_frame(xp, 1, 2, (pt, pb, pl, pr))
         xp[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
@@ -106,26 +108,34 @@ def runs_output(y: torch.Tensor, variant: str, out_channels: int, OH: int, OW: i
     return y.view(B, out_channels, OH, wp)[..., :OW]
 
 
-def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int, lg: int) -> torch.Tensor:
+def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int, lg: int,
+                  need_db: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """dy in the run layout, (G, C_O * lg): each output channel's plane has ``smax`` zeros in front so every shifted
-    read of the input-gradient pass stays inside; the buffer is reused across steps (see _gradient_workspace)."""
+    read of the input-gradient pass stays inside; the buffer is reused across steps (see _gradient_workspace).
+    With ``need_db``, also the bias gradient, summed by the batch-last copy where it runs (else by torch)."""
     B, OC, OH, OW = dy.shape
+    db = None
     if variant == "batch-last":
         gy = _gradient_workspace(plan, (1, OC, lg), dy)
         if dy.is_contiguous():
-            pad_batch_last(np_view(dy), gy.view(-1).numpy(), smax, lg, OH, wp, 0, 0)
+            sums = torch.empty(OC if need_db else 0, dtype=torch.float64)
+            pad_batch_last(np_view(dy), gy.view(-1).numpy(), smax, lg, OH, wp, 0, 0, sums.numpy())
+            db = sums.to(dy.dtype) if need_db else None
         else:
             gy[0, :, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
         gy = _gradient_workspace(plan, (B, OC, lg), dy)
         gy[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
-    return gy.view(gy.shape[0], -1)
+    if need_db and db is None:
+        db = dy.sum((0, 2, 3))
+    return gy.view(gy.shape[0], -1), db
 
 
-def runs_input_gradient(gy: torch.Tensor, t_ptr: torch.Tensor, offT: torch.Tensor, values_t: torch.Tensor,
+def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, values: torch.Tensor, perm: np.ndarray,
                         variant: str, shape: tuple[int, int, int, int], hp: int, wp: int,
                         geo: ConvGeometry, leaf_input: bool = False) -> torch.Tensor:
-    """dX of a stride-1 conv by the transposed structure (``values_t`` in its order), parallel over input channels.
+    """dX of a stride-1 conv by the transposed structure (its nonzero ``p`` has weight ``values[perm[p]]``),
+    parallel over input channels.
 
     Batch-last dX is a strided view for the layer before, or copied out contiguous for a leaf (whose .grad must be
     contiguous: our copy, not AccumulateGrad's strided one)."""
@@ -135,8 +145,8 @@ def runs_input_gradient(gy: torch.Tensor, t_ptr: torch.Tensor, offT: torch.Tenso
     dxp = gy.new_empty(G, C * hp * wp * v)
     t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
     n = ((H - 1) * wp + W) * v
-    spmm_runs(np_view(gy), np_view(t_ptr), np_view(offT), np_view(values_t), np_view(gy.new_zeros(C)),
-              dxp.numpy(), t0, n, _RUN_TILE)
+    spmm_runs(np_view(gy), t_ptr, offT, np_view(values.reshape(-1)), perm, zeros(C, gy.dtype), dxp.numpy(), t0, n,
+              _RUN_TILE)
     if variant == "batch-last":
         if leaf_input:
             dx = gy.new_empty(B, C, H, W)
@@ -151,19 +161,20 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     chan, kh, kw, plan = runs
     B, C, H, W = x.shape
     OH, OW = geo.out_size(H, W)
+    sync_threads()
     xp, G, v, hp, wp = padded_runs_input(x, geo, variant)
     layout = _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v)
     n = ((OH - 1) * wp + OW) * v
     y = x.new_empty(G, out_channels * OH * wp * v)
-    b = bias.detach() if bias is not None else x.new_zeros(out_channels)
-    sync_threads()
-    spmm_runs(np_view(xp.view(G, -1)), np_view(och), np_view(layout[0]), np_view(values), np_view(b),
-              y.numpy(), 0, n, _RUN_TILE)
+    b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
+    spmm_runs(np_view(xp.view(G, -1)), np_view(och), layout[0], np_view(values), _NO_INDEX, b, y.numpy(), 0, n,
+              _RUN_TILE)
     return runs_output(y, variant, out_channels, OH, OW, wp, B), xp, layout
 
 
-def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, plan, leaf_input):
-    """Stride-1 backward: dX by the transposed structure (parallel over input channels), dW by SDDMM."""
+def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, need_db, plan, leaf_input):
+    """Stride-1 backward: dX by the transposed structure (parallel over input channels), dW by SDDMM; the bias
+    gradient as ``runs_gradient`` gives it."""
     B = shape[0]
     OC, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     off, t_ptr, perm, offT, smax, lg = layout
@@ -172,16 +183,16 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
         hp, wp, v, G = xp.shape[1], xp.shape[2], B, 1
     else:
         hp, wp, v, G = xp.shape[2], xp.shape[3], 1, B
-    gy = runs_gradient(dy, plan, variant, wp, smax, lg)
+    gy, db = runs_gradient(dy, plan, variant, wp, smax, lg, need_db)
     dx = dw = None
     if need_dx:
-        dx = runs_input_gradient(gy, t_ptr, offT, taken(values, perm), variant, shape, hp, wp, geo, leaf_input)
+        dx = runs_input_gradient(gy, t_ptr, offT, values, perm, variant, shape, hp, wp, geo, leaf_input)
     if need_dw:
         dw = torch.empty_like(values)
         n = ((OH - 1) * wp + OW) * v
-        sddmm_runs(np_view(xp.view(G, -1)), np_view(gy), np_view(och), np_view(off), dw.numpy(), smax, n, _RUN_TILE,
+        sddmm_runs(np_view(xp.view(G, -1)), np_view(gy), np_view(och), off, dw.numpy(), smax, n, _RUN_TILE,
                    max(1, min(threads, OC)))
-    return dx, dw
+    return dx, dw, db
 
 
 def _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v):
@@ -203,12 +214,12 @@ def _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v):
         def shifts(perm, src, shift_h, shift_w):
             src, shift_h, shift_w = src[perm], shift_h[perm], shift_w[perm]
             base = src * (H * W * v) + shift_h * (W * v) + shift_w
-            return base, shift_w, (-shift_h).clamp(min=0), (H - shift_h).clamp(max=H)
+            return kernel_arrays(base, shift_w, (-shift_h).clamp(min=0), (H - shift_h).clamp(max=H))
         perm = torch.sort(oc * n_cells + cell, stable=True).indices
         perm_t = torch.sort(chan * n_cells + cell, stable=True).indices
         t_ptr, _ = transpose_structure(chan, C)
-        return (perm, torch.argsort(perm), shifts(perm, chan, sh, sw), t_ptr, perm_t,
-                shifts(perm_t, oc, -sh, -sw))
+        return (*kernel_arrays(perm, torch.argsort(perm)), shifts(perm, chan, sh, sw),
+                *kernel_arrays(t_ptr, perm_t), shifts(perm_t, oc, -sh, -sw))
     return cached(plan, ("same", C, H, W, v), build)
 
 
@@ -229,11 +240,11 @@ def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
         xl, G, v = x.detach().contiguous(), B, 1
         y = x.new_empty(B, out_channels, H, W)
     layout = _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v)
-    b = bias.detach() if bias is not None else x.new_zeros(out_channels)
+    b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
     rows, scratch = _same_tiles(H, W * v, x.dtype)
     sync_threads()
-    spmm_same(np_view(xl.view(G, -1)), np_view(och), *(np_view(a) for a in layout[2]),
-              np_view(taken(values, layout[0])), np_view(b), y.view(G, -1).numpy(), W * v, H, rows, scratch)
+    spmm_same(np_view(xl.view(G, -1)), np_view(och), *layout[2], np_view(taken(values, layout[0])), b,
+              y.view(G, -1).numpy(), W * v, H, rows, scratch)
     return (y.permute(3, 0, 1, 2) if variant == "batch-last" else y), xl, layout
 
 
@@ -254,8 +265,8 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
     dx = dw = None
     if need_dx:
         dxl = dy.new_empty((C, H, W, B) if variant == "batch-last" else (B, C, H, W))
-        spmm_same(g2, np_view(t_ptr), *(np_view(a) for a in bwd), np_view(taken(values, perm_t)),
-                  np_view(dy.new_zeros(C)), dxl.view(G, -1).numpy(), W * v, H, rows, scratch)
+        spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl.view(G, -1).numpy(),
+                  W * v, H, rows, scratch)
         if variant == "batch-last":  # a leaf's .grad must be contiguous: transpose here, not by AccumulateGrad
             dx = batch_first(dxl) if leaf_input else dxl.permute(3, 0, 1, 2)
         else:
@@ -267,7 +278,7 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
         slots = parts if by_image else 1
         dw_part = values.new_empty(slots, values.numel())
         db_part = values.new_empty(slots if need_db else 0, OC)
-        sddmm_same(np_view(xl.view(G, -1)), g2, np_view(och), *(np_view(a) for a in fwd), dw_part.numpy(),
+        sddmm_same(np_view(xl.view(G, -1)), g2, np_view(och), *fwd, dw_part.numpy(),
                    db_part.numpy(), W * v, H, rows, parts, by_image, scratch)
         dw = taken(dw_part.sum(0) if slots > 1 else dw_part[0], inv)
         if need_db:
@@ -328,9 +339,9 @@ class SparseConv2dFunction(torch.autograd.Function):
             return dx, dw, None, None, None, None, db, None, None, None, None, None
         if ctx.runs:
             xp, values, och = ctx.saved_tensors
-            dx, dw = _backward_runs(dy, xp, values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
-                                    ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.plan, ctx.leaf_input)
-            db = dy.sum((0, 2, 3)) if ctx.has_bias else None
+            dx, dw, db = _backward_runs(dy, xp, values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
+                                        ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias, ctx.plan,
+                                        ctx.leaf_input)
             return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None, None
         xl, values, och, ich, kh, kw = ctx.saved_tensors
         geo, nnz = ctx.geo, values.numel()

@@ -6,19 +6,22 @@ Each pass is parallel over independent outputs, so the backward never synchronis
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..kernels.cpu import sddmm_runs, spmm_runs
-from .common import check_cpu_input, np_view, taken, transposed, unviewed
-from .plan import Plan, cached, transpose_structure
+from .common import check_cpu_input, np_view, transposed, unviewed, zeros
+from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
 
+_NO_INDEX = np.empty(0, dtype=np.int64)  # spmm_runs: the forward structure is in the values' own order
 _TILE = 4096  # batch columns per task: measured here, long runs beat L2-sized tiles (902: 32 vs 50 ms)
 
 
 def _plan_for(plan, row_ptr, cols, shape, B):
-    """Offsets into X^T / dY^T for batch ``B`` and the transposed structure (cached per mask)."""
+    """Offsets into X^T / dY^T for batch ``B`` and the transposed structure (cached per mask), as NumPy arrays
+    (off, t_ptr, perm, offT)."""
     M, K = shape
 
     def structure():  # independent of the batch size
@@ -27,7 +30,7 @@ def _plan_for(plan, row_ptr, cols, shape, B):
         return t_ptr, perm, rows[perm]
 
     t_ptr, perm, rows_t = cached(plan, "linear-transpose", structure)
-    return cached(plan, ("linear", B), lambda: (cols.long() * B, t_ptr, perm, rows_t * B))
+    return cached(plan, ("linear", B), lambda: kernel_arrays(cols.long() * B, t_ptr, perm, rows_t * B))
 
 
 class SparseLinearFunction(torch.autograd.Function):
@@ -38,19 +41,20 @@ class SparseLinearFunction(torch.autograd.Function):
         xT = transposed(x)
         K, B = xT.shape
         yT = x.new_empty(out_features, B)
-        b = bias.detach() if bias is not None else x.new_zeros(out_features)
-        off, t_ptr, perm, offT = _plan_for(plan, row_ptr, cols, (out_features, K), B)
+        b = np_view(bias) if bias is not None else zeros(out_features, x.dtype)
+        arrays = _plan_for(plan, row_ptr, cols, (out_features, K), B)
         if B:
             sync_threads()
-            spmm_runs(np_view(xT.view(1, -1)), np_view(row_ptr), np_view(off), np_view(values), np_view(b),
+            spmm_runs(np_view(xT.view(1, -1)), np_view(row_ptr), arrays[0], np_view(values), _NO_INDEX, b,
                       yT.view(1, -1).numpy(), 0, B, _TILE)
-        ctx.save_for_backward(xT, values, row_ptr, off, t_ptr, perm, offT)
-        ctx.has_bias, ctx.plan, ctx.leaf_input = bias is not None, plan, leaf_input
+        ctx.save_for_backward(xT, values, row_ptr)
+        ctx.arrays, ctx.has_bias, ctx.plan, ctx.leaf_input = arrays, bias is not None, plan, leaf_input
         return unviewed(yT.t())
 
     @staticmethod
     def backward(ctx, dy):
-        xT, values, row_ptr, off, t_ptr, perm, offT = ctx.saved_tensors
+        xT, values, row_ptr = ctx.saved_tensors
+        off, t_ptr, perm, offT = ctx.arrays
         K, B = xT.shape
         M = row_ptr.numel() - 1
         # dY^T only lives during this backward: keep its buffer between steps (no page faults)
@@ -60,14 +64,14 @@ class SparseLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dxT = xT.new_empty(K, B)
             if B:
-                spmm_runs(np_view(dyT.view(1, -1)), np_view(t_ptr), np_view(offT), np_view(taken(values, perm)),
-                          np_view(xT.new_zeros(K)), dxT.view(1, -1).numpy(), 0, B, _TILE)
+                spmm_runs(np_view(dyT.view(1, -1)), t_ptr, offT, np_view(values), perm, zeros(K, xT.dtype),
+                          dxT.view(1, -1).numpy(), 0, B, _TILE)
             # a leaf's .grad must be contiguous, and torch's strided copy of a transpose is slow (11 ms for
             # 902 x 3072 here); otherwise the transposed view flows on for free (the layer before reads it as is)
             dx = transposed(dxT) if ctx.leaf_input else dxT.t()
         if ctx.needs_input_grad[1]:
             dw = torch.empty_like(values)
-            sddmm_runs(np_view(xT.view(1, -1)), np_view(dyT.view(1, -1)), np_view(row_ptr), np_view(off),
+            sddmm_runs(np_view(xT.view(1, -1)), np_view(dyT.view(1, -1)), np_view(row_ptr), off,
                        dw.numpy(), 0, B, _TILE, max(1, min(threads, M)))
         if ctx.has_bias and ctx.needs_input_grad[4]:
             db = dyT.sum(1)

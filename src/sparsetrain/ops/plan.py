@@ -2,6 +2,7 @@
 computed once per mask and input shape and kept by the layer, never rebuilt every step."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -32,3 +33,9 @@ def cached(plan: Plan | None, key, build):
     if key not in plan:
         plan[key] = build()
     return plan[key]
+
+
+def kernel_arrays(*tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """Contiguous NumPy views of index tensors a plan keeps: converted once, not on every kernel call (each
+    ``Tensor.numpy()`` costs microseconds, which add up at high sparsity)."""
+    return tuple(t.contiguous().numpy() for t in tensors)

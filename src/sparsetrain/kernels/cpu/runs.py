@@ -4,14 +4,14 @@ A "run" layout puts the vectorised dimension last and contiguous: for a linear l
 batch (rows of X^T); for a stride-1 convolution on a zero-padded input it is a whole flattened
 output plane (paper section 3.3; see ops/conv.py), so every nonzero touches one contiguous stream.
 
-* ``spmm_runs``  y[g, r*Lout + t0 + q] = bias[r] + sum_{p in row r} vals[p] * x[g, off[p] + t0 + q]
-  for q in [0, n). Serves the forward pass and, on the transposed structure, the input gradient.
+* ``spmm_runs``  y[g, r*Lout + t0 + q] = bias[r] + sum_{p in row r} w[p] * x[g, off[p] + t0 + q]
+  for q in [0, n), with w[p] = vals[p] (or vals[vidx[p]]). Serves the forward pass and, on the transposed structure, the input gradient.
   Parallel over (group, tile, row) triples: each writes its own output slice, so no thread
   synchronises with another inside the pass.
 * ``sddmm_runs`` dw[p] = sum_g sum_{q<n} gy[g, r*Lout + g0 + q] * x[g, off[p] + q]: the weight gradient
   at the nonzeros only. Parallel over contiguous row blocks (a nonzero belongs to one row).
 
-Both sweep four nonzeros at once (one load/store of the accumulator per four FMAs) and tile the
+Both sweep several nonzeros at once (one load/store of the accumulator per four or eight FMAs) and tile the
 run so the part of ``x`` a tile touches stays in L2. Inner ranges are unsigned: numba's
 negative-index check on signed indices stops LLVM from vectorising. No torch import here.
 """
@@ -23,9 +23,20 @@ from numba import njit, prange
 JIT = dict(parallel=True, fastmath=True, cache=True, nogil=True)
 
 
+@njit(inline="always")
+def _value(vals, vidx, p):
+    """The weight of nonzero ``p``: ``vals[p]``, or ``vals[vidx[p]]`` when the structure is a permutation of the
+    values' order (the transposed structure of the input-gradient pass reads the weights in place, no gather)."""
+    if vidx.shape[0] == 0:
+        return vals[p]
+    return vals[vidx[p]]
+
+
 @njit(**JIT)
-def spmm_runs(x, ptr, off, vals, bias, y, t0, n, tile):
-    """Sparse rows times runs; see the module docstring. ``x`` (G, Lx), ``y`` (G, R*Lout)."""
+def spmm_runs(x, ptr, off, vals, vidx, bias, y, t0, n, tile):
+    """Sparse rows times runs; see the module docstring. ``x`` (G, Lx), ``y`` (G, R*Lout); nonzero ``p`` has weight
+    ``vals[vidx[p]]``, or ``vals[p]`` when ``vidx`` is empty. Eight nonzeros per sweep first (measured 5-12% faster
+    than four: half the accumulator traffic), then four, then one."""
     G = x.shape[0]
     R = ptr.shape[0] - 1
     Lout = y.shape[1] // R if R else 0
@@ -45,21 +56,42 @@ def spmm_runs(x, ptr, off, vals, bias, y, t0, n, tile):
             yr[yb + q] = bo
         p = ptr[r]
         end = ptr[r + 1]
-        while p + 4 <= end:
+        while p + 8 <= end:
             o0 = np.uint64(off[p] + q0)
             o1 = np.uint64(off[p + 1] + q0)
             o2 = np.uint64(off[p + 2] + q0)
             o3 = np.uint64(off[p + 3] + q0)
-            w0 = vals[p]
-            w1 = vals[p + 1]
-            w2 = vals[p + 2]
-            w3 = vals[p + 3]
+            o4 = np.uint64(off[p + 4] + q0)
+            o5 = np.uint64(off[p + 5] + q0)
+            o6 = np.uint64(off[p + 6] + q0)
+            o7 = np.uint64(off[p + 7] + q0)
+            w0 = _value(vals, vidx, p)
+            w1 = _value(vals, vidx, p + 1)
+            w2 = _value(vals, vidx, p + 2)
+            w3 = _value(vals, vidx, p + 3)
+            w4 = _value(vals, vidx, p + 4)
+            w5 = _value(vals, vidx, p + 5)
+            w6 = _value(vals, vidx, p + 6)
+            w7 = _value(vals, vidx, p + 7)
+            for q in range(m):
+                yr[yb + q] += (((w0 * xr[o0 + q] + w1 * xr[o1 + q]) + (w2 * xr[o2 + q] + w3 * xr[o3 + q]))
+                               + ((w4 * xr[o4 + q] + w5 * xr[o5 + q]) + (w6 * xr[o6 + q] + w7 * xr[o7 + q])))
+            p += 8
+        if p + 4 <= end:
+            o0 = np.uint64(off[p] + q0)
+            o1 = np.uint64(off[p + 1] + q0)
+            o2 = np.uint64(off[p + 2] + q0)
+            o3 = np.uint64(off[p + 3] + q0)
+            w0 = _value(vals, vidx, p)
+            w1 = _value(vals, vidx, p + 1)
+            w2 = _value(vals, vidx, p + 2)
+            w3 = _value(vals, vidx, p + 3)
             for q in range(m):
                 yr[yb + q] += w0 * xr[o0 + q] + w1 * xr[o1 + q] + w2 * xr[o2 + q] + w3 * xr[o3 + q]
             p += 4
         while p < end:
             o0 = np.uint64(off[p] + q0)
-            w0 = vals[p]
+            w0 = _value(vals, vidx, p)
             for q in range(m):
                 yr[yb + q] += w0 * xr[o0 + q]
             p += 1
