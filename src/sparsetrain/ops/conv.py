@@ -44,7 +44,7 @@ class ConvGeometry:
 _RUN_TILE = 1024  # output-run elements per task: several tasks per plane keep both threads busy
 _SAME_TILE = 4096  # 'same' runs: longer tiles, as each tile pays its zone and edge-row work once per shift
 _NO_INDEX = np.empty(0, dtype=np.int64)  # spmm_runs: the structure is in the values' own order
-_NO_SUM = np.empty(0, dtype=np.float64)  # pad_batch_last: no channel sums wanted
+_NO_SUM = np.empty(0, dtype=np.float32)  # pad_batch_last: no channel sums wanted
 
 
 def _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v):
@@ -118,9 +118,9 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
     if variant == "batch-last":
         gy = _gradient_workspace(plan, (1, OC, lg), dy)
         if dy.is_contiguous():
-            sums = torch.empty(OC if need_db else 0, dtype=torch.float64)
-            pad_batch_last(np_view(dy), gy.view(-1).numpy(), smax, lg, OH, wp, 0, 0, sums.numpy())
-            db = sums.to(dy.dtype) if need_db else None
+            db = dy.new_empty(OC) if need_db else None
+            pad_batch_last(np_view(dy), gy.view(-1).numpy(), smax, lg, OH, wp, 0, 0,
+                           db.numpy() if need_db else _NO_SUM)
         else:
             gy[0, :, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
