@@ -74,3 +74,38 @@ def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dty
     back = torch.empty_like(x)
     unpad_batch_first(dst.numpy(), base, cstride, wp, pt, pl, back.numpy())
     assert torch.equal(back, x)
+
+
+@pytest.mark.parametrize("limit", [0, 10**9], ids=["gathered", "indexed"])
+@pytest.mark.parametrize("layer", ["linear", "conv-batch-last", "conv-over-width", "block-runs"])
+def test_input_gradient_reads_weights_indexed_or_gathered(monkeypatch, limit, layer):
+    """The transposed-structure dX passes read the weights through the permutation (few weights) or gather them
+    first (many): both give dense autograd's dX, dW and bias gradient."""
+    from helpers import compare, masked_
+    from torch import nn
+
+    import sparsetrain.ops.common as common
+    from sparsetrain import BlockSparseConv2d, SparseConv2d, SparseLinear
+    from sparsetrain.masks import hrbp_random
+
+    monkeypatch.setattr(common, "INDEX_LIMIT", limit)
+    torch.manual_seed(0)
+    if layer == "linear":
+        dense = nn.Linear(40, 30, dtype=torch.float64)
+        s = SparseLinear.from_dense(dense, masked_(dense, 0.7))
+        compare(s, dense, torch.randn(9, 40, dtype=torch.float64))
+    elif layer == "block-runs":
+        dense = nn.Conv2d(16, 16, 3, padding=1, dtype=torch.float64)
+        s = BlockSparseConv2d.from_dense(dense, hrbp_random(dense.weight.shape, 0.3, groups=4), variant="runs")
+        x = torch.randn(3, 16, 17, 17, dtype=torch.float64, requires_grad=True)
+        with torch.no_grad():
+            dense.weight.mul_(s.layout.mask)
+        xd = x.detach().clone().requires_grad_()
+        s(x).square().sum().backward()
+        dense(xd).square().sum().backward()
+        torch.testing.assert_close(x.grad, xd.grad)
+        torch.testing.assert_close(s.bias.grad, dense.bias.grad)
+    else:
+        dense = nn.Conv2d(6, 8, 3, padding=1, dtype=torch.float64)
+        s = SparseConv2d.from_dense(dense, masked_(dense, 0.6), variant=layer.removeprefix("conv-"))
+        compare(s, dense, torch.randn(5, 6, 7, 9, dtype=torch.float64))

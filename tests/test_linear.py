@@ -142,12 +142,27 @@ def test_sgd_step_matches_masked_dense_step():
 
 
 def test_kernels_follow_torch_thread_count():
+    """Every change of torch's thread count reaches numba, back and forth (sync_threads remembers the last one), and
+    in another Python thread too (numba's count is per thread)."""
+    import threading
+
     import numba
     before = torch.get_num_threads()
+    two = min(2, numba.config.NUMBA_NUM_THREADS)
+    s, d = make(16, 8, 0.5)
     try:
-        torch.set_num_threads(1)
-        s, d = make(16, 8, 0.5)
-        compare(s, d, torch.randn(4, 16, dtype=D))
-        assert numba.get_num_threads() == 1
+        for n in (1, two, 1):
+            torch.set_num_threads(n)
+            compare(s, d, torch.randn(4, 16, dtype=D))
+            assert numba.get_num_threads() == n
+        seen = []
+
+        def worker():
+            s(torch.randn(3, 16, dtype=D))
+            seen.append((numba.get_num_threads(), min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen[0][0] == seen[0][1]
     finally:
         torch.set_num_threads(before)

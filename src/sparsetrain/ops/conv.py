@@ -9,7 +9,8 @@ import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
                            sddmm_runs, sddmm_same, spmm_runs, spmm_same, unpad_batch_first)
-from .common import batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed, zeros
+from .common import (NO_INDEX, batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed,
+                     values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
@@ -43,8 +44,6 @@ class ConvGeometry:
 
 _RUN_TILE = 1024  # output-run elements per task: several tasks per plane keep both threads busy
 _SAME_TILE = 4096  # 'same' runs: longer tiles, as each tile pays its zone and edge-row work once per shift
-_NO_INDEX = np.empty(0, dtype=np.int64)  # spmm_runs: the structure is in the values' own order
-_NO_SUM = np.empty(0, dtype=np.float32)  # pad_batch_last: no channel sums wanted
 
 
 def _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v):
@@ -90,7 +89,7 @@ def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str) -> tuple
     if variant == "batch-last":
         xp = x.new_empty(C, hp, wp, B)
         if x.is_contiguous() and B:
-            pad_batch_last(np_view(x), xp.view(-1).numpy(), 0, hp * wp * B, hp, wp, pt, pl, _NO_SUM)
+            pad_batch_last(np_view(x), xp.view(-1).numpy(), 0, hp * wp * B, hp, wp, pt, pl, zeros(0, x.dtype))
             return xp, 1, B, hp, wp
         _zero_frame(xp, 1, 2, (pt, pb, pl, pr))
         xp[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
@@ -120,7 +119,7 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
         if dy.is_contiguous():
             db = dy.new_empty(OC) if need_db else None
             pad_batch_last(np_view(dy), gy.view(-1).numpy(), smax, lg, OH, wp, 0, 0,
-                           db.numpy() if need_db else _NO_SUM)
+                           db.numpy() if need_db else zeros(0, dy.dtype))
         else:
             gy[0, :, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
@@ -134,8 +133,8 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
 def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, values: torch.Tensor, perm: np.ndarray,
                         variant: str, shape: tuple[int, int, int, int], hp: int, wp: int,
                         geo: ConvGeometry, leaf_input: bool = False) -> torch.Tensor:
-    """dX of a stride-1 conv by the transposed structure (its nonzero ``p`` has weight ``values[perm[p]]``),
-    parallel over input channels.
+    """dX of a stride-1 conv by the transposed structure (its nonzero ``p`` has weight ``values[perm[p]]``, see
+    ``values_in_order``), parallel over input channels.
 
     Batch-last dX is a strided view for the layer before, or copied out contiguous for a leaf (whose .grad must be
     contiguous: our copy, not AccumulateGrad's strided one)."""
@@ -145,7 +144,7 @@ def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, v
     dxp = gy.new_empty(G, C * hp * wp * v)
     t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
     n = ((H - 1) * wp + W) * v
-    spmm_runs(np_view(gy), t_ptr, offT, np_view(values.reshape(-1)), perm, zeros(C, gy.dtype), dxp.numpy(), t0, n,
+    spmm_runs(np_view(gy), t_ptr, offT, *values_in_order(values, perm), zeros(C, gy.dtype), dxp.numpy(), t0, n,
               _RUN_TILE)
     if variant == "batch-last":
         if leaf_input:
@@ -167,7 +166,7 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     n = ((OH - 1) * wp + OW) * v
     y = x.new_empty(G, out_channels * OH * wp * v)
     b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
-    spmm_runs(np_view(xp.view(G, -1)), np_view(och), layout[0], np_view(values), _NO_INDEX, b, y.numpy(), 0, n,
+    spmm_runs(np_view(xp.view(G, -1)), np_view(och), layout[0], np_view(values), NO_INDEX, b, y.numpy(), 0, n,
               _RUN_TILE)
     return runs_output(y, variant, out_channels, OH, OW, wp, B), xp, layout
 

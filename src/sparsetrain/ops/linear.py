@@ -6,16 +6,14 @@ Each pass is parallel over independent outputs, so the backward never synchronis
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..kernels.cpu import sddmm_runs, spmm_runs
-from .common import check_cpu_input, np_view, transposed, unviewed, zeros
+from .common import NO_INDEX, check_cpu_input, np_view, transposed, unviewed, values_in_order, zeros
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
 
-_NO_INDEX = np.empty(0, dtype=np.int64)  # spmm_runs: the forward structure is in the values' own order
 _TILE = 4096  # batch columns per task: measured here, long runs beat L2-sized tiles (902: 32 vs 50 ms)
 
 
@@ -45,7 +43,7 @@ class SparseLinearFunction(torch.autograd.Function):
         arrays = _plan_for(plan, row_ptr, cols, (out_features, K), B)
         if B:
             sync_threads()
-            spmm_runs(np_view(xT.view(1, -1)), np_view(row_ptr), arrays[0], np_view(values), _NO_INDEX, b,
+            spmm_runs(np_view(xT.view(1, -1)), np_view(row_ptr), arrays[0], np_view(values), NO_INDEX, b,
                       yT.view(1, -1).numpy(), 0, B, _TILE)
         ctx.save_for_backward(xT, values, row_ptr)
         ctx.arrays, ctx.has_bias, ctx.plan, ctx.leaf_input = arrays, bias is not None, plan, leaf_input
@@ -64,7 +62,7 @@ class SparseLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dxT = xT.new_empty(K, B)
             if B:
-                spmm_runs(np_view(dyT.view(1, -1)), t_ptr, offT, np_view(values), perm, zeros(K, xT.dtype),
+                spmm_runs(np_view(dyT.view(1, -1)), t_ptr, offT, *values_in_order(values, perm), zeros(K, xT.dtype),
                           dxT.view(1, -1).numpy(), 0, B, _TILE)
             # a leaf's .grad must be contiguous, and torch's strided copy of a transpose is slow (11 ms for
             # 902 x 3072 here); otherwise the transposed view flows on for free (the layer before reads it as is)
