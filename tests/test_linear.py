@@ -153,6 +153,8 @@ def test_kernels_follow_torch_thread_count():
     try:
         for n in (1, two, 1):
             torch.set_num_threads(n)
+            s.zero_grad(set_to_none=True)
+            d.zero_grad(set_to_none=True)
             compare(s, d, torch.randn(4, 16, dtype=D))
             assert numba.get_num_threads() == n
         seen = []
