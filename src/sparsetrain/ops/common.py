@@ -37,7 +37,8 @@ _ZEROS: dict[tuple[int, torch.dtype], np.ndarray] = {}
 
 
 def zeros(n: int, dtype: torch.dtype) -> np.ndarray:
-    """A shared zero vector of length ``n`` for the kernels' bias argument (read only by them; never written)."""
+    """A shared zero vector of length ``n`` for kernel arguments that are only read: a missing bias, or an empty
+    (``n = 0``) "not wanted" array such as ``pad_batch_last``'s channel sums."""
     key = (n, dtype)
     if key not in _ZEROS:
         _ZEROS[key] = torch.zeros(n, dtype=dtype).numpy()
