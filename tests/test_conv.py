@@ -187,3 +187,28 @@ def test_inner_layer_with_any_output_gradient_layout(variant, gradient_layout):
     torch.testing.assert_close(gxs, gxd, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(s.values.grad, d.weight.grad[s.mask()], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(s.bias.grad, d.bias.grad, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("wanted", ["input", "weight"])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_only_one_gradient_wanted(variant, wanted, batch):
+    """Frozen weights (dX only) or an input without grad (dW only): the single-gradient paths, next to the fused
+    one that computes both."""
+    s, d = make(6, 5, 3, 0.6, variant=variant, padding=1)
+    with torch.no_grad():
+        d.weight.mul_(s.mask())
+    x = torch.randn(batch, 6, 7, 9, dtype=D)
+    xs, xd = x.clone().requires_grad_(wanted == "input"), x.clone().requires_grad_(wanted == "input")
+    s.values.requires_grad_(wanted == "weight")
+    d.weight.requires_grad_(wanted == "weight")
+    g = torch.randn(batch, 5, 7, 9, dtype=D)
+    s(xs).backward(g)
+    d(xd).backward(g)
+    if wanted == "input":
+        torch.testing.assert_close(xs.grad, xd.grad)
+        assert s.values.grad is None
+    else:
+        torch.testing.assert_close(s.values.grad, d.weight.grad[s.mask()])
+        assert xs.grad is None
+    torch.testing.assert_close(s.bias.grad, d.bias.grad)

@@ -73,7 +73,7 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
         gy, db = runs_gradient(dy, ctx.plan, _LAYOUT, wp, smax, lg, ctx.has_bias and ctx.needs_input_grad[2])
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo)
+            dx, _ = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo)
         if ctx.needs_input_grad[1]:
             dw = torch.empty_like(values)
             block_sddmm_runs(np_view(xp.view(xp.shape[0], -1)), np_view(gy), off, np_view(rows), dw.numpy(),

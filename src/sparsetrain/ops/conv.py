@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
-                           sddmm_runs, sddmm_same, spmm_runs, spmm_same, unpad_batch_first)
+                           sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, unpad_batch_first)
 from .common import (NO_INDEX, batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed,
                      values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
@@ -132,9 +132,11 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
 
 def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, values: torch.Tensor, perm: np.ndarray,
                         variant: str, shape: tuple[int, int, int, int], hp: int, wp: int,
-                        geo: ConvGeometry, leaf_input: bool = False) -> torch.Tensor:
+                        geo: ConvGeometry, leaf_input: bool = False, xp: torch.Tensor | None = None,
+                        parts: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """dX of a stride-1 conv by the transposed structure (its nonzero ``p`` has weight ``values[perm[p]]``, see
-    ``values_in_order``), parallel over input channels.
+    ``values_in_order``), parallel over input channels; with the padded input ``xp``, also dW (in ``values``'
+    order) from the same reads of ``gy`` (``spmm_sddmm_runs``, the images split into ``parts``). Returns (dx, dw).
 
     Batch-last dX is a strided view for the layer before, or copied out contiguous for a leaf (whose .grad must be
     contiguous: our copy, not AccumulateGrad's strided one)."""
@@ -144,15 +146,22 @@ def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, v
     dxp = gy.new_empty(G, C * hp * wp * v)
     t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
     n = ((H - 1) * wp + W) * v
-    spmm_runs(np_view(gy), t_ptr, offT, *values_in_order(values, perm), zeros(C, gy.dtype), dxp.numpy(), t0, n,
-              _RUN_TILE)
+    dw = None
+    if xp is None:
+        spmm_runs(np_view(gy), t_ptr, offT, *values_in_order(values, perm), zeros(C, gy.dtype), dxp.numpy(), t0, n,
+                  _RUN_TILE)
+    else:  # dW's products outside the interior meet the padding's zeros, so the interior run gives all of it
+        dw = torch.empty_like(values)
+        spmm_sddmm_runs(np_view(gy), t_ptr, offT, *values_in_order(values, perm), np_view(xp.view(G, -1)), perm,
+                        dxp.numpy(), dw.view(-1).numpy(), values.new_empty(parts, values.numel()).numpy(), t0, n,
+                        _RUN_TILE)
     if variant == "batch-last":
         if leaf_input:
             dx = gy.new_empty(B, C, H, W)
             unpad_batch_first(dxp.view(-1).numpy(), 0, hp * wp * B, wp, pt, pl, dx.numpy())
-            return dx
-        return dxp.view(C, hp, wp, B)[:, pt:pt + H, pl:pl + W, :].permute(3, 0, 1, 2)
-    return dxp.view(B, C, hp, wp)[:, :, pt:pt + H, pl:pl + W]
+            return dx, dw
+        return dxp.view(C, hp, wp, B)[:, pt:pt + H, pl:pl + W, :].permute(3, 0, 1, 2), dw
+    return dxp.view(B, C, hp, wp)[:, :, pt:pt + H, pl:pl + W], dw
 
 
 def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
@@ -184,9 +193,10 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
         hp, wp, v, G = xp.shape[2], xp.shape[3], 1, B
     gy, db = runs_gradient(dy, plan, variant, wp, smax, lg, need_db)
     dx = dw = None
-    if need_dx:
-        dx = runs_input_gradient(gy, t_ptr, offT, values, perm, variant, shape, hp, wp, geo, leaf_input)
-    if need_dw:
+    if need_dx:  # with dW in the same pass when both are wanted
+        dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, variant, shape, hp, wp, geo, leaf_input,
+                                     xp if need_dw else None, threads if G >= threads > 1 else 1)
+    elif need_dw:
         dw = torch.empty_like(values)
         n = ((OH - 1) * wp + OW) * v
         sddmm_runs(np_view(xp.view(G, -1)), np_view(gy), np_view(och), off, dw.numpy(), smax, n, _RUN_TILE,

@@ -147,3 +147,95 @@ def sddmm_runs(x, gy, ptr, off, dw, g0, n, tile, parts):
                             a0 += gr[gb + q] * xr[o0 + q]
                         dw[p] = a0
                         p += 1
+
+
+@njit(**JIT)
+def spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, dw_part, t0, n, tile):
+    """Input and weight gradient in one pass over the transposed structure (SparseProp's Algorithm 1, race free).
+
+    For every structure row r (an input channel) and nonzero p of it, over q in [0, n):
+    ``y[g, r*Lout + t0 + q] = sum_p w[p] * src[g, off[p] + t0 + q]`` (as ``spmm_runs``) and, from the same loads of
+    ``src``, ``dw[perm[p]] = sum_g sum_q src[g, off[p] + t0 + q] * xs[g, r*Lout + t0 + q]``. ``xs`` is the layer
+    input in ``y``'s layout: wherever a product is not part of the weight gradient, one factor is a zero of the
+    padded layout, exactly as in ``sddmm_runs``.
+
+    With one row of ``dw_part`` (P = 1) the tasks are the rows, each owning its nonzeros' gradient. With P > 1 the
+    tasks are P parts of the groups, ``[k*G//P, (k+1)*G//P)``, each running every row over its own groups (so one
+    group's ``src`` is reused from cache by all rows) and summing into row k of ``dw_part`` (nnz,); the rows are
+    added up afterwards. Nothing is written by two tasks, and the result does not depend on the thread count."""
+    G = src.shape[0]
+    R = ptr.shape[0] - 1
+    P = dw_part.shape[0]
+    Lout = y.shape[1] // R if R else 0
+    ntiles = (n + tile - 1) // tile
+    tasks = R if P == 1 else P
+    for task_ in prange(tasks):
+        task = np.int64(task_)  # prange's index may be unsigned: keep the arithmetic below in int64
+        part, r_lo, r_hi = (np.int64(0), task, task + 1) if P == 1 else (task, np.int64(0), np.int64(R))
+        g_lo = part * G // P
+        g_hi = (part + 1) * G // P
+        acc = dw_part[part]
+        for p in range(ptr[r_lo], ptr[r_hi]):
+            acc[p] = 0.0
+        for g in range(g_lo, g_hi):
+            sr = src[g]
+            xr = xs[g]
+            yr = y[g]
+            for bt in range(ntiles):
+                q0 = t0 + bt * tile
+                m = np.uint64(min(tile, n - bt * tile))
+                for r in range(r_lo, r_hi):
+                    _fused_row(sr, xr, yr, ptr, off, vals, vidx, acc, np.uint64(r * Lout + q0), q0, m, r)
+    for p in prange(perm.shape[0]):
+        total = dw_part[0, p]
+        for k in range(1, P):
+            total += dw_part[k, p]
+        dw[perm[p]] = total
+
+
+@njit(inline="always")
+def _fused_row(sr, xr, yr, ptr, off, vals, vidx, acc, yb, q0, m, r):
+    """One row's run of ``spmm_sddmm_runs``: y = sum of the row's weighted streams, acc[p] += stream . x."""
+    for q in range(m):
+        yr[yb + q] = 0.0
+    p = ptr[r]
+    end = ptr[r + 1]
+    while p + 4 <= end:
+        o0 = np.uint64(off[p] + q0)
+        o1 = np.uint64(off[p + 1] + q0)
+        o2 = np.uint64(off[p + 2] + q0)
+        o3 = np.uint64(off[p + 3] + q0)
+        w0 = _value(vals, vidx, p)
+        w1 = _value(vals, vidx, p + 1)
+        w2 = _value(vals, vidx, p + 2)
+        w3 = _value(vals, vidx, p + 3)
+        a0 = acc[p]
+        a1 = acc[p + 1]
+        a2 = acc[p + 2]
+        a3 = acc[p + 3]
+        for q in range(m):
+            s0 = sr[o0 + q]
+            s1 = sr[o1 + q]
+            s2 = sr[o2 + q]
+            s3 = sr[o3 + q]
+            xv = xr[yb + q]
+            yr[yb + q] += (w0 * s0 + w1 * s1) + (w2 * s2 + w3 * s3)
+            a0 += xv * s0
+            a1 += xv * s1
+            a2 += xv * s2
+            a3 += xv * s3
+        acc[p] = a0
+        acc[p + 1] = a1
+        acc[p + 2] = a2
+        acc[p + 3] = a3
+        p += 4
+    while p < end:
+        o0 = np.uint64(off[p] + q0)
+        w0 = _value(vals, vidx, p)
+        a0 = acc[p]
+        for q in range(m):
+            s0 = sr[o0 + q]
+            yr[yb + q] += w0 * s0
+            a0 += xr[yb + q] * s0
+        acc[p] = a0
+        p += 1
