@@ -69,12 +69,15 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
         off, t_ptr, perm, offT, smax, lg = ctx.layout
         _, _, hp, wp = xp.shape
         OH, OW = dy.shape[2], dy.shape[3]
-        sync_threads()
+        threads = sync_threads()
         gy, db = runs_gradient(dy, ctx.plan, _LAYOUT, wp, smax, lg, ctx.has_bias and ctx.needs_input_grad[2])
         dx = dw = None
-        if ctx.needs_input_grad[0]:
-            dx, _ = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo)
-        if ctx.needs_input_grad[1]:
+        need_dw = ctx.needs_input_grad[1]
+        if ctx.needs_input_grad[0]:  # with dW from the same pass when both are wanted
+            G = xp.shape[0]
+            dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo,
+                                         xp=xp if need_dw else None, parts=threads if G >= threads > 1 else 1)
+        elif need_dw:
             dw = torch.empty_like(values)
             block_sddmm_runs(np_view(xp.view(xp.shape[0], -1)), np_view(gy), off, np_view(rows), dw.numpy(),
                              smax, (OH - 1) * wp + OW, _RUN_TILE)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
-                           sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, unpad_batch_first)
+                           sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, spmm_sddmm_same,
+                           unpad_batch_first)
 from .common import (NO_INDEX, batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed,
                      values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
@@ -258,7 +259,8 @@ def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
 
 
 def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw, need_db, leaf_input):
-    """Backward of ``_forward_same``: dX by the transposed structure (parallel over input channels); dW by SDDMM,
+    """Backward of ``_forward_same``: dX by the transposed structure, with dW from the same pass when both are wanted
+    (``spmm_sddmm_same``; the bias gradient is then torch's sum). dW alone: SDDMM over the forward structure,
     parallel over images where there are enough (each thread then reads only its images' activations), with the
     bias gradient summed in the same pass."""
     B, C, H, W = shape
@@ -274,14 +276,22 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
     dx = dw = None
     if need_dx:
         dxl = dy.new_empty((C, H, W, B) if variant == "batch-last" else (B, C, H, W))
-        spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl.view(G, -1).numpy(),
-                  W * v, H, rows, scratch)
+        if need_dw:  # both from one pass over the gradient planes
+            parts = threads if G >= threads > 1 else 1
+            dw = torch.empty_like(values)
+            spmm_sddmm_same(g2, t_ptr, *bwd, *values_in_order(values, perm_t), np_view(xl.view(G, -1)), perm_t,
+                            dxl.view(G, -1).numpy(), dw.view(-1).numpy(),
+                            values.new_empty(parts, values.numel()).numpy(), W * v, H, rows, scratch,
+                            np.empty_like(scratch))
+        else:
+            spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl.view(G, -1).numpy(),
+                      W * v, H, rows, scratch)
         if variant == "batch-last":  # a leaf's .grad must be contiguous: transpose here, not by AccumulateGrad
             dx = batch_first(dxl) if leaf_input else dxl.permute(3, 0, 1, 2)
         else:
             dx = dxl
     db = None
-    if need_dw:
+    if need_dw and dw is None:
         by_image = G >= threads > 1
         parts = threads if by_image else max(1, min(threads, OC))
         slots = parts if by_image else 1

@@ -14,6 +14,9 @@ of their time in scalar remainders) the kernels keep the run long and make the z
 
 * ``spmm_same``  saves the output zone before the runs of a column-shift class and writes it back after:
   exact, whatever the input holds (no subtraction, so an inf in a neighbouring row cannot leak elsewhere).
+* ``spmm_sddmm_same`` (dX on the transposed structure and dW from the same loads) copies each tile of the input
+  into a per-thread buffer and zeroes *that copy's* zone for the class, so the caller's input is only read
+  (a zone product is then 0 times a neighbouring gradient value: exact for finite gradients).
 * ``sddmm_same`` (dW at the nonzeros, optionally the bias gradient) zeroes the *gradient's* zone for the class
   and restores it bit for bit afterwards. Each gradient plane is read only by the thread owning its image (or
   its structure rows), so this is race free; the caller's gradient buffer is unchanged when the kernel returns.
@@ -29,7 +32,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .runs import JIT
+from .runs import JIT, _value
 
 
 @njit(inline="always")
@@ -276,3 +279,137 @@ def sddmm_same(x, gy, ptr, base, sw, rlo, rhi, dw_part, db_part, wv, hgt, tile_r
                         p += n
                     if z:
                         _restore(buf, gr, zs, nzt, z, wv)
+
+
+@njit(inline="always")
+def _add_dot_rows(yr, ybase, sr, sb, xt, xoff, w, lo, hi, wv, ra, rb, acc):
+    """One nonzero over output rows [ra, rb): its weighted stream into ``yr`` and acc + stream . ``xt``."""
+    if ra < rb:
+        j0 = ra * wv + lo
+        ys = np.uint64(ybase + j0)
+        s0 = np.uint64(sb + j0)
+        x0 = np.uint64(j0 - xoff)
+        for k in range(np.uint64((rb - 1) * wv + hi - j0)):
+            s = sr[s0 + k]
+            yr[ys + k] += w * s
+            acc += xt[x0 + k] * s
+    return acc
+
+
+@njit(**JIT)
+def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, dw_part, wv, hgt, tile_rows, scratch,
+                    xscratch):
+    """``spmm_same`` (without bias) on the transposed structure and, from the same loads of ``src``, the weight
+    gradient: ``dw[perm[p]] = sum over p's valid positions j of src[g, base[p] + j] * xs[g, r*plane + j]``.
+
+    ``xs`` is the layer input in ``y``'s layout. Each task copies its tile of ``xs`` into its thread's row of
+    ``xscratch`` and zeroes there the zones of the shift class being swept, so the long runs add nothing to dW
+    outside the valid positions while ``xs`` itself is only read (``y``'s zones are kept as in ``spmm_same``).
+    Tasks as in ``spmm_sddmm_runs``: the rows when ``dw_part`` (P, nnz) has one row, else P parts of the images,
+    each over every row; the parts are added into ``dw`` afterwards, so the result does not depend on the threads."""
+    G = src.shape[0]
+    R = ptr.shape[0] - 1
+    P = dw_part.shape[0]
+    plane = hgt * wv
+    ntiles = (hgt + tile_rows - 1) // tile_rows
+    tasks = R if P == 1 else P
+    for task_ in prange(tasks):
+        task = np.int64(task_)
+        part, r_lo, r_hi = (np.int64(0), task, task + 1) if P == 1 else (task, np.int64(0), np.int64(R))
+        acc = dw_part[part]
+        for p in range(ptr[r_lo], ptr[r_hi]):
+            acc[p] = 0.0
+        buf = scratch[numba.get_thread_id()]
+        xt = xscratch[numba.get_thread_id()]
+        for g in range(part * G // P, (part + 1) * G // P):
+            sr = src[g]
+            xr = xs[g]
+            yr = y[g]
+            for bt in range(ntiles):
+                o0 = bt * tile_rows
+                o1 = min(hgt, o0 + tile_rows)
+                nzt = o1 - o0 - 1
+                for r in range(r_lo, r_hi):
+                    ybase = r * plane
+                    xoff = o0 * wv  # xt[j - xoff] = xs[g, ybase + j] for the tile's plane positions j
+                    for k in range(np.uint64(o1 * wv - xoff)):
+                        yr[np.uint64(ybase + xoff) + k] = 0.0
+                        xt[k] = xr[np.uint64(ybase + xoff) + k]
+                    p = ptr[r]
+                    end = ptr[r + 1]
+                    z = zs = s = 0
+                    while p < end:
+                        if z and sw[p] != s:  # the class ends: y's zones back, xt's zones back to the input
+                            _restore(buf, yr, ybase + xoff + zs, nzt, z, wv)
+                            for i in range(nzt):
+                                for c in range(z):
+                                    xt[zs + i * wv + c] = xr[ybase + xoff + zs + i * wv + c]
+                            z = 0
+                        n = _group(sw, p, end)
+                        s = sw[p]
+                        lo = max(0, -s)
+                        hi = wv - max(0, s)
+                        if lo < hi:
+                            if not z:  # a new shift class: keep y's zones, and let xt's read as zero
+                                z = wv - hi + lo
+                                zs = hi  # zone offset from the tile's first position
+                                _save(buf, yr, ybase + xoff + zs, nzt, z, wv)
+                                _zero(xt, zs, nzt, z, wv)
+                            ra, rb = _common_rows(rlo, rhi, p, n, o0, o1)
+                            if n > 1 and ra < rb:
+                                j0 = ra * wv + lo
+                                m = np.uint64((rb - 1) * wv + hi - j0)
+                                ys = np.uint64(ybase + j0)
+                                x0 = np.uint64(j0 - xoff)
+                                s0 = np.uint64(base[p] + j0)
+                                s1 = np.uint64(base[p + 1] + j0)
+                                w0 = _value(vals, vidx, p)
+                                w1 = _value(vals, vidx, p + 1)
+                                a0 = acc[p]
+                                a1 = acc[p + 1]
+                                if n == 4:
+                                    s2 = np.uint64(base[p + 2] + j0)
+                                    s3 = np.uint64(base[p + 3] + j0)
+                                    w2 = _value(vals, vidx, p + 2)
+                                    w3 = _value(vals, vidx, p + 3)
+                                    a2 = acc[p + 2]
+                                    a3 = acc[p + 3]
+                                    for k in range(m):
+                                        v0 = sr[s0 + k]
+                                        v1 = sr[s1 + k]
+                                        v2 = sr[s2 + k]
+                                        v3 = sr[s3 + k]
+                                        xv = xt[x0 + k]
+                                        yr[ys + k] += (w0 * v0 + w1 * v1) + (w2 * v2 + w3 * v3)
+                                        a0 += xv * v0
+                                        a1 += xv * v1
+                                        a2 += xv * v2
+                                        a3 += xv * v3
+                                    acc[p + 2] = a2
+                                    acc[p + 3] = a3
+                                else:
+                                    for k in range(m):
+                                        v0 = sr[s0 + k]
+                                        v1 = sr[s1 + k]
+                                        xv = xt[x0 + k]
+                                        yr[ys + k] += w0 * v0 + w1 * v1
+                                        a0 += xv * v0
+                                        a1 += xv * v1
+                                acc[p] = a0
+                                acc[p + 1] = a1
+                            else:
+                                ra = rb = o0  # nothing in common: every nonzero below takes all its rows
+                            for q in range(p, p + n):  # rows valid for q but not for the whole sweep
+                                w = _value(vals, vidx, q)
+                                a = _add_dot_rows(yr, ybase, sr, base[q], xt, xoff, w, lo, hi, wv,
+                                                  max(rlo[q], o0), min(ra, rhi[q]), acc[q])
+                                acc[q] = _add_dot_rows(yr, ybase, sr, base[q], xt, xoff, w, lo, hi, wv,
+                                                       max(rb, rlo[q], o0), min(rhi[q], o1), a)
+                        p += n
+                    if z:
+                        _restore(buf, yr, ybase + xoff + zs, nzt, z, wv)
+    for p in prange(perm.shape[0]):
+        total = dw_part[0, p]
+        for k in range(1, P):
+            total += dw_part[k, p]
+        dw[perm[p]] = total
