@@ -212,3 +212,17 @@ def test_only_one_gradient_wanted(variant, wanted, batch):
         torch.testing.assert_close(s.values.grad, d.weight.grad[s.mask()])
         assert xs.grad is None
     torch.testing.assert_close(s.bias.grad, d.bias.grad)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_backward_task_splits(variant):
+    """One thread (one part over all images), two threads (a part per thread, or the input channels as tasks when
+    the batch is smaller than the thread count): the same gradients as dense."""
+    before = torch.get_num_threads()
+    try:
+        for threads, batch in ((1, 5), (2, 5), (2, 1)):
+            torch.set_num_threads(threads)
+            s, d = make(5, 7, 3, 0.7, variant=variant, padding=1)
+            compare(s, d, torch.randn(batch, 5, 6, 8, dtype=D))
+    finally:
+        torch.set_num_threads(before)

@@ -22,11 +22,11 @@ def reference(src, ptr, off, w, xs, perm, t0, n, lout):
 
 @settings(max_examples=60, deadline=None)
 @given(G=st.integers(1, 5), R=st.integers(1, 7), n=st.integers(1, 40), t0=st.integers(0, 3), tile=st.integers(1, 50),
-       density=st.floats(0.0, 1.0), parts=st.integers(1, 3), indexed=st.booleans(),
+       density=st.floats(0.0, 1.0), parts=st.integers(1, 3), by_group=st.booleans(), indexed=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_fused_gradients_match_reference(G, R, n, t0, tile, density, parts, indexed, dtype, seed):
+def test_fused_gradients_match_reference(G, R, n, t0, tile, density, parts, by_group, indexed, dtype, seed):
     rng = np.random.default_rng(seed)
-    parts = min(parts, G)
+    parts = min(parts, G) if by_group else 1  # by rows: one task per row, one part
     lout = t0 + n + rng.integers(0, 3)  # y's plane may be longer than the run
     counts = (rng.random((R, 6)) < density).sum(1)  # 0..6 nonzeros per row, rows may be empty
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -41,7 +41,7 @@ def test_fused_gradients_match_reference(G, R, n, t0, tile, density, parts, inde
     vals, vidx = (values, perm) if indexed else (values[perm].copy(), np.empty(0, np.int64))
     y = np.full((G, R * lout), 7.0, dtype)  # outside [t0, t0 + n) of each row the kernel must not write
     dw = np.full(nnz, np.nan, dtype)
-    spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, np.empty((parts, nnz), dtype), t0, n, tile)
+    spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, np.empty((parts, nnz), dtype), t0, n, tile, by_group)
     y_ref, dw_ref = reference(src, ptr, off, values[perm], xs, perm, t0, n, lout)
     inside = np.zeros(R * lout, bool)
     for r in range(R):

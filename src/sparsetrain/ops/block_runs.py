@@ -74,9 +74,8 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
         dx = dw = None
         need_dw = ctx.needs_input_grad[1]
         if ctx.needs_input_grad[0]:  # with dW from the same pass when both are wanted
-            G = xp.shape[0]
             dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo,
-                                         xp=xp if need_dw else None, parts=threads if G >= threads > 1 else 1)
+                                         xp=xp if need_dw else None, threads=threads)
         elif need_dw:
             dw = torch.empty_like(values)
             block_sddmm_runs(np_view(xp.view(xp.shape[0], -1)), np_view(gy), off, np_view(rows), dw.numpy(),

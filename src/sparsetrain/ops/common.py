@@ -97,6 +97,14 @@ def values_in_order(values: torch.Tensor, perm: np.ndarray) -> tuple[np.ndarray,
     return taken(values, perm).numpy(), NO_INDEX
 
 
+def fused_parts(groups: int, threads: int) -> tuple[int, bool]:
+    """(parts, by_group) for the fused gradient kernels (``spmm_sddmm_runs``/``_same``): one part per thread, each
+    over its own groups (images), when every thread gets one; otherwise (one group, e.g. a linear layer) the input
+    rows are the tasks. With one thread a single part runs group by group (each group's gradient stays in cache)."""
+    by_group = groups >= threads
+    return (threads if by_group else 1), by_group
+
+
 def unviewed(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself, or when it is a view, a tensor over the same memory that autograd does not track as a view.
 

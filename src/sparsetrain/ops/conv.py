@@ -10,8 +10,8 @@ import torch
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
                            sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, spmm_sddmm_same,
                            unpad_batch_first)
-from .common import (NO_INDEX, batch_first, batch_last, check_conv_input, check_cpu_input, np_view, taken, unviewed,
-                     values_in_order, zeros)
+from .common import (NO_INDEX, batch_first, batch_last, check_conv_input, check_cpu_input, fused_parts, np_view, taken,
+                     unviewed, values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
@@ -134,10 +134,10 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
 def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, values: torch.Tensor, perm: np.ndarray,
                         variant: str, shape: tuple[int, int, int, int], hp: int, wp: int,
                         geo: ConvGeometry, leaf_input: bool = False, xp: torch.Tensor | None = None,
-                        parts: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        threads: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """dX of a stride-1 conv by the transposed structure (its nonzero ``p`` has weight ``values[perm[p]]``, see
     ``values_in_order``), parallel over input channels; with the padded input ``xp``, also dW (in ``values``'
-    order) from the same reads of ``gy`` (``spmm_sddmm_runs``, the images split into ``parts``). Returns (dx, dw).
+    order) from the same reads of ``gy`` (``spmm_sddmm_runs``, tasks by ``fused_parts``). Returns (dx, dw).
 
     Batch-last dX is a strided view for the layer before, or copied out contiguous for a leaf (whose .grad must be
     contiguous: our copy, not AccumulateGrad's strided one)."""
@@ -153,9 +153,10 @@ def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, v
                   _RUN_TILE)
     else:  # dW's products outside the interior meet the padding's zeros, so the interior run gives all of it
         dw = torch.empty_like(values)
+        parts, by_group = fused_parts(G, threads)
         spmm_sddmm_runs(np_view(gy), t_ptr, offT, *values_in_order(values, perm), np_view(xp.view(G, -1)), perm,
                         dxp.numpy(), dw.view(-1).numpy(), values.new_empty(parts, values.numel()).numpy(), t0, n,
-                        _RUN_TILE)
+                        _RUN_TILE, by_group)
     if variant == "batch-last":
         if leaf_input:
             dx = gy.new_empty(B, C, H, W)
@@ -196,7 +197,7 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
     dx = dw = None
     if need_dx:  # with dW in the same pass when both are wanted
         dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, variant, shape, hp, wp, geo, leaf_input,
-                                     xp if need_dw else None, threads if G >= threads > 1 else 1)
+                                     xp if need_dw else None, threads)
     elif need_dw:
         dw = torch.empty_like(values)
         n = ((OH - 1) * wp + OW) * v
@@ -277,12 +278,12 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
     if need_dx:
         dxl = dy.new_empty((C, H, W, B) if variant == "batch-last" else (B, C, H, W))
         if need_dw:  # both from one pass over the gradient planes
-            parts = threads if G >= threads > 1 else 1
+            parts, by_group = fused_parts(G, threads)
             dw = torch.empty_like(values)
             spmm_sddmm_same(g2, t_ptr, *bwd, *values_in_order(values, perm_t), np_view(xl.view(G, -1)), perm_t,
                             dxl.view(G, -1).numpy(), dw.view(-1).numpy(),
                             values.new_empty(parts, values.numel()).numpy(), W * v, H, rows, scratch,
-                            np.empty_like(scratch))
+                            np.empty_like(scratch), by_group)
         else:
             spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl.view(G, -1).numpy(),
                       W * v, H, rows, scratch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu import sddmm_runs, spmm_runs, spmm_sddmm_runs
-from .common import NO_INDEX, check_cpu_input, np_view, transposed, unviewed, values_in_order, zeros
+from .common import NO_INDEX, check_cpu_input, fused_parts, np_view, transposed, unviewed, values_in_order, zeros
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
@@ -64,9 +64,10 @@ class SparseLinearFunction(torch.autograd.Function):
             dxT = xT.new_empty(K, B)
             if need_dw:  # both in one pass over dY^T (each row of it is read once, not twice)
                 dw = torch.empty_like(values)
+                parts, by_group = fused_parts(1, threads)
                 spmm_sddmm_runs(np_view(dyT.view(1, -1)), t_ptr, offT, *values_in_order(values, perm),
                                 np_view(xT.view(1, -1)), perm, dxT.view(1, -1).numpy(), dw.numpy(),
-                                values.new_empty(1, values.numel()).numpy(), 0, B, _TILE)
+                                values.new_empty(parts, values.numel()).numpy(), 0, B, _TILE, by_group)
             elif B:
                 spmm_runs(np_view(dyT.view(1, -1)), t_ptr, offT, *values_in_order(values, perm), zeros(K, xT.dtype),
                           dxT.view(1, -1).numpy(), 0, B, _TILE)

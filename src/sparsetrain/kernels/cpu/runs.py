@@ -150,7 +150,7 @@ def sddmm_runs(x, gy, ptr, off, dw, g0, n, tile, parts):
 
 
 @njit(**JIT)
-def spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, dw_part, t0, n, tile):
+def spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, dw_part, t0, n, tile, by_group):
     """Input and weight gradient in one pass over the transposed structure (SparseProp's Algorithm 1, race free).
 
     For every structure row r (an input channel) and nonzero p of it, over q in [0, n):
@@ -159,19 +159,20 @@ def spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, dw_part, t0, n, 
     input in ``y``'s layout: wherever a product is not part of the weight gradient, one factor is a zero of the
     padded layout, exactly as in ``sddmm_runs``.
 
-    With one row of ``dw_part`` (P = 1) the tasks are the rows, each owning its nonzeros' gradient. With P > 1 the
-    tasks are P parts of the groups, ``[k*G//P, (k+1)*G//P)``, each running every row over its own groups (so one
-    group's ``src`` is reused from cache by all rows) and summing into row k of ``dw_part`` (nnz,); the rows are
+    Without ``by_group`` the tasks are the rows, each owning its nonzeros' gradient (``dw_part`` then has one row).
+    With ``by_group`` the tasks are the P = ``dw_part.shape[0]`` parts of the groups, ``[k*G//P, (k+1)*G//P)``,
+    each running every row over its own groups (so one group's ``src`` is reused from cache by all rows) and
+    summing into row k of ``dw_part`` (P, nnz); the rows are
     added up afterwards. Nothing is written by two tasks, and the result does not depend on the thread count."""
     G = src.shape[0]
     R = ptr.shape[0] - 1
     P = dw_part.shape[0]
     Lout = y.shape[1] // R if R else 0
     ntiles = (n + tile - 1) // tile
-    tasks = R if P == 1 else P
+    tasks = P if by_group else R
     for task_ in prange(tasks):
         task = np.int64(task_)  # prange's index may be unsigned: keep the arithmetic below in int64
-        part, r_lo, r_hi = (np.int64(0), task, task + 1) if P == 1 else (task, np.int64(0), np.int64(R))
+        part, r_lo, r_hi = (task, np.int64(0), np.int64(R)) if by_group else (np.int64(0), task, task + 1)
         g_lo = part * G // P
         g_hi = (part + 1) * G // P
         acc = dw_part[part]

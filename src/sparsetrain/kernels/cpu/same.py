@@ -298,24 +298,25 @@ def _add_dot_rows(yr, ybase, sr, sb, xt, xoff, w, lo, hi, wv, ra, rb, acc):
 
 @njit(**JIT)
 def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, dw_part, wv, hgt, tile_rows, scratch,
-                    xscratch):
+                    xscratch, by_group):
     """``spmm_same`` (without bias) on the transposed structure and, from the same loads of ``src``, the weight
     gradient: ``dw[perm[p]] = sum over p's valid positions j of src[g, base[p] + j] * xs[g, r*plane + j]``.
 
     ``xs`` is the layer input in ``y``'s layout. Each task copies its tile of ``xs`` into its thread's row of
     ``xscratch`` and zeroes there the zones of the shift class being swept, so the long runs add nothing to dW
     outside the valid positions while ``xs`` itself is only read (``y``'s zones are kept as in ``spmm_same``).
-    Tasks as in ``spmm_sddmm_runs``: the rows when ``dw_part`` (P, nnz) has one row, else P parts of the images,
-    each over every row; the parts are added into ``dw`` afterwards, so the result does not depend on the threads."""
+    Tasks as in ``spmm_sddmm_runs``: the rows, or with ``by_group`` the P = ``dw_part.shape[0]`` parts of the
+    images, each over every row; the parts are added into ``dw`` afterwards, so the result does not depend on the
+    threads."""
     G = src.shape[0]
     R = ptr.shape[0] - 1
     P = dw_part.shape[0]
     plane = hgt * wv
     ntiles = (hgt + tile_rows - 1) // tile_rows
-    tasks = R if P == 1 else P
+    tasks = P if by_group else R
     for task_ in prange(tasks):
         task = np.int64(task_)
-        part, r_lo, r_hi = (np.int64(0), task, task + 1) if P == 1 else (task, np.int64(0), np.int64(R))
+        part, r_lo, r_hi = (task, np.int64(0), np.int64(R)) if by_group else (np.int64(0), task, task + 1)
         acc = dw_part[part]
         for p in range(ptr[r_lo], ptr[r_hi]):
             acc[p] = 0.0
