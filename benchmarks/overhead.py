@@ -2,7 +2,9 @@
 
 Everything outside the run kernels (``spmm_runs``/``sddmm_runs``/``spmm_sddmm_runs`` and their ``_same`` twins)
 and the stride>1 conv kernels counts as overhead: layout changes (transposes, padding copies), allocation, autograd and Python. Medians over repeats
-after warm-up, at the sparsities given (default 0.99, where overhead matters most).
+after warm-up, at the sparsities given (default 0.99, where overhead matters most). The ``floor`` columns time
+a no-op ``torch.autograd.Function`` with the same input and output shapes in the same rounds: the part of the
+overhead that no kernel work can remove while a layer is an autograd Function called from Python.
 
     python benchmarks/overhead.py --threads 2 --sparsity 0.99
 """
@@ -38,6 +40,25 @@ def _timed(fn):
     return wrapper
 
 
+class _NoOp(torch.autograd.Function):
+    """The cheapest custom op: allocates its output and its input and weight gradients, computes nothing. Its
+    fwd+bwd is the floor that Python, autograd and allocation set for a layer written as an autograd Function."""
+
+    @staticmethod
+    def forward(ctx, x, w, out_shape):
+        ctx.in_shape = x.shape
+        return x.new_empty(out_shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy.new_empty(ctx.in_shape), dy.new_empty(1), None
+
+
+def _floor_step(x, w, out_shape, g):
+    """One fwd+bwd of ``_NoOp``: output allocated, gradients returned, no arithmetic."""
+    _NoOp.apply(x, w, out_shape).backward(g)
+
+
 def cases():
     yield "Linear 768->3072 B=902", lambda: nn.Linear(768, 3072), (902, 768), SparseLinear, {}
     yield "Linear 768->3072 B=128", lambda: nn.Linear(768, 3072), (128, 768), SparseLinear, {}
@@ -60,7 +81,8 @@ def main(argv=None) -> None:
             setattr(mod, n, _timed(getattr(mod, n)))
     print(f"threads {args.threads}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; medians of {args.repeats} "
           "fwd+bwd after 3 warm-up")
-    print(f"{'case':<42}{'sparsity':>9}{'total ms':>10}{'kernels ms':>12}{'overhead':>10}")
+    print(f"{'case':<42}{'sparsity':>9}{'total ms':>10}{'kernels ms':>12}{'overhead':>10}{'floor ms':>10}"
+          f"{'floor/kernels':>15}")
     for sp in (float(s) for s in args.sparsity.split(",")):
         for name, make, shape, cls, kw in cases():
             torch.manual_seed(0)
@@ -70,18 +92,24 @@ def main(argv=None) -> None:
             layer = cls.from_dense(dense, **kw)
             x = torch.randn(*shape, requires_grad=True)
             g = torch.randn_like(dense(x))
-            totals, kernels = [], []
+            totals, kernels, floors = [], [], []
+            w = torch.zeros(1, requires_grad=True)
             for i in range(3 + args.repeats):
                 x.grad = None  # as zero_grad(set_to_none=True): no accumulation into old gradients
                 layer.zero_grad(set_to_none=True)
                 _spent[0] = 0.0
                 t0 = time.perf_counter()
                 layer(x).backward(g)
+                t1 = time.perf_counter()
+                x.grad = None
+                _floor_step(x, w, g.shape, g)
                 if i >= 3:
-                    totals.append(time.perf_counter() - t0)
+                    totals.append(t1 - t0)
                     kernels.append(_spent[0])
-            t, k = statistics.median(totals), statistics.median(kernels)
-            print(f"{name:<42}{sp:>9.2f}{t * 1e3:>10.3f}{k * 1e3:>12.3f}{(t - k) / k:>10.0%}")
+                    floors.append(time.perf_counter() - t1)
+            t, k, f = statistics.median(totals), statistics.median(kernels), statistics.median(floors)
+            print(f"{name:<42}{sp:>9.2f}{t * 1e3:>10.3f}{k * 1e3:>12.3f}{(t - k) / k:>10.0%}{f * 1e3:>10.3f}"
+                  f"{f / k:>15.0%}")
 
 
 if __name__ == "__main__":
