@@ -159,11 +159,11 @@ def spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, dw_part, t0, n, 
     input in ``y``'s layout: wherever a product is not part of the weight gradient, one factor is a zero of the
     padded layout, exactly as in ``sddmm_runs``.
 
-    Without ``by_group`` the tasks are the rows, each owning its nonzeros' gradient (``dw_part`` then has one row),
-    which it writes to ``dw`` itself: one parallel region, not two.
+    Without ``by_group`` the tasks are the rows, each owning its nonzeros' gradient (``dw_part`` then has one row).
     With ``by_group`` the tasks are the P = ``dw_part.shape[0]`` parts of the groups, ``[k*G//P, (k+1)*G//P)``,
     each running every row over its own groups (so one group's ``src`` is reused from cache by all rows) and
-    summing into row k of ``dw_part`` (P, nnz); the rows are added up afterwards. Nothing is written by two tasks, and the result does not depend on the thread count."""
+    summing into row k of ``dw_part`` (P, nnz); the rows are
+    added up afterwards. Nothing is written by two tasks, and the result does not depend on the thread count."""
     G = src.shape[0]
     R = ptr.shape[0] - 1
     P = dw_part.shape[0]
@@ -187,15 +187,11 @@ def spmm_sddmm_runs(src, ptr, off, vals, vidx, xs, perm, y, dw, dw_part, t0, n, 
                 m = np.uint64(min(tile, n - bt * tile))
                 for r in range(r_lo, r_hi):
                     _fused_row(sr, xr, yr, ptr, off, vals, vidx, acc, np.uint64(r * Lout + q0), q0, m, r)
-        if not by_group:  # the task owns its row's nonzeros: scatter their gradient now (no second region)
-            for p in range(ptr[r_lo], ptr[r_hi]):
-                dw[perm[p]] = acc[p]
-    if by_group:
-        for p in prange(perm.shape[0]):
-            total = dw_part[0, p]
-            for k in range(1, P):
-                total += dw_part[k, p]
-            dw[perm[p]] = total
+    for p in prange(perm.shape[0]):
+        total = dw_part[0, p]
+        for k in range(1, P):
+            total += dw_part[k, p]
+        dw[perm[p]] = total
 
 
 @njit(inline="always")

@@ -409,12 +409,8 @@ def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, d
                         p += n
                     if z:
                         _restore(buf, yr, ybase + xoff + zs, nzt, z, wv)
-        if not by_group:  # the task owns its row's nonzeros: scatter their gradient now (no second region)
-            for p in range(ptr[r_lo], ptr[r_hi]):
-                dw[perm[p]] = acc[p]
-    if by_group:
-        for p in prange(perm.shape[0]):
-            total = dw_part[0, p]
-            for k in range(1, P):
-                total += dw_part[k, p]
-            dw[perm[p]] = total
+    for p in prange(perm.shape[0]):
+        total = dw_part[0, p]
+        for k in range(1, P):
+            total += dw_part[k, p]
+        dw[perm[p]] = total
