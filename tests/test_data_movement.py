@@ -119,3 +119,27 @@ def test_input_gradient_reads_weights_indexed_or_gathered(monkeypatch, limit, la
         dense = nn.Conv2d(6, 8, 3, padding=1, dtype=torch.float64)
         s = SparseConv2d.from_dense(dense, masked_(dense, 0.6), variant=layer.removeprefix("conv-"))
         compare(s, dense, torch.randn(5, 6, 7, 9, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_register_tile_transposes_one_8x8_block_in_place(dtype):
+    """``simd.tile8`` at arbitrary offsets and strides: the 64 destination elements hold the transposed block
+    and nothing else is written (the vectors are unaligned loads and stores)."""
+    import numpy as np
+    from numba import njit
+
+    from sparsetrain.kernels.cpu.simd import tile8
+
+    @njit
+    def run(src, s0, ss, dst, d0, ds):
+        tile8(src, s0, ss, dst, d0, ds)
+
+    src = np.arange(300, dtype=dtype)
+    dst = np.full(400, -1.0, dtype=dtype)
+    run(src, 3, 21, dst, 5, 11)
+    block = np.array([[src[3 + i * 21 + j] for j in range(8)] for i in range(8)])
+    written = np.zeros(400, dtype=bool)
+    for j in range(8):
+        assert np.array_equal(dst[5 + j * 11:5 + j * 11 + 8], block[:, j])
+        written[5 + j * 11:5 + j * 11 + 8] = True
+    assert (dst[~written] == -1.0).all()
