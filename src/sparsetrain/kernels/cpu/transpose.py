@@ -1,6 +1,6 @@
 """Data movement kernels. A blocked parallel 2-D transpose on 8x8 register tiles: torch's strided copy of a large
-transpose runs far below memory bandwidth here (13 ms for 3072 x 902 floats), and every linear pass needs one. A parallel gather.
-The zero-padded batch-last copies in and out of the conv run kernels."""
+transpose runs far below memory bandwidth here (13 ms for 3072 x 902 floats), and every linear pass needs one.
+A parallel gather. The zero-padded batch-last copies in and out of the conv run kernels."""
 from __future__ import annotations
 
 import numpy as np
