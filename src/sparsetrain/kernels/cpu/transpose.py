@@ -28,6 +28,15 @@ def transpose_into(src, dst) -> None:
         _transpose_strided(src, dst)
 
 
+@njit(inline="always")
+def _scalar_part(s, d, R, C, i0, i1, j0, j1):
+    """d[j*R + i] = s[i*C + j] for rows [i0, i1) and columns [j0, j1) of the (R, C) source: the edges no whole
+    8x8 tile covers."""
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            d[j * R + i] = s[i * C + j]
+
+
 @njit(**JIT)
 def _transpose_rows(src, dst):
     """8x8 register tiles (``simd.tile8``), parallel over 8-row strips of ``src``, each read front to back: the
@@ -42,12 +51,8 @@ def _transpose_rows(src, dst):
         for bj in range(nbc):
             j0 = bj * 8
             tile8(s, i0 * C + j0, C, d, j0 * R + i0, R)
-        for i in range(i0, i0 + 8):  # the last C % 8 columns of this strip
-            for j in range(nbc * 8, C):
-                d[j * R + i] = s[i * C + j]
-    for i in range(nbr * 8, R):  # the last R % 8 rows
-        for j in range(C):
-            d[j * R + i] = s[i * C + j]
+        _scalar_part(s, d, R, C, i0, i0 + 8, nbc * 8, C)  # the last C % 8 columns of this strip
+    _scalar_part(s, d, R, C, nbr * 8, R, 0, C)  # the last R % 8 rows
 
 
 @njit(**JIT)
@@ -69,12 +74,8 @@ def _transpose_blocks(src, dst):
                 for bi in range(bi0, min(nbr, bi0 + _STRIP)):
                     i0 = bi * 8
                     tile8(s, i0 * C + j0, C, d, j0 * R + i0, R)
-        for j in range(bj0 * 8, bj1 * 8):  # the last R % 8 rows of this strip
-            for i in range(nbr * 8, R):
-                d[j * R + i] = s[i * C + j]
-    for j in range(nbc * 8, C):  # the last C % 8 columns
-        for i in range(R):
-            d[j * R + i] = s[i * C + j]
+        _scalar_part(s, d, R, C, nbr * 8, R, bj0 * 8, bj1 * 8)  # the last R % 8 rows of this strip
+    _scalar_part(s, d, R, C, 0, R, nbc * 8, C)  # the last C % 8 columns
 
 
 @njit(**JIT)
