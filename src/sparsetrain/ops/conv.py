@@ -261,9 +261,9 @@ def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
 
 def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw, need_db, leaf_input):
     """Backward of ``_forward_same``: dX by the transposed structure, with dW from the same pass when both are wanted
-    (``spmm_sddmm_same``; the bias gradient is then torch's sum). dW alone: SDDMM over the forward structure,
-    parallel over images where there are enough (each thread then reads only its images' activations), with the
-    bias gradient summed in the same pass."""
+    (``spmm_sddmm_same``; with a part of the images per thread it also sums the bias gradient, else torch does).
+    dW alone: SDDMM over the forward structure, parallel over images where there are enough (each thread then reads
+    only its images' activations), with the bias gradient summed in the same pass."""
     B, C, H, W = shape
     OC = dy.shape[1]
     perm, inv, fwd, t_ptr, perm_t, bwd = layout
@@ -274,16 +274,19 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
         gl, G, v = dy.contiguous(), B, 1
     g2 = np_view(gl.view(G, -1))
     rows, scratch = _same_tiles(H, W * v, dy.dtype)
-    dx = dw = None
+    dx = dw = db = None
     if need_dx:
         dxl = dy.new_empty((C, H, W, B) if variant == "batch-last" else (B, C, H, W))
-        if need_dw:  # both from one pass over the gradient planes
+        if need_dw:  # both from one pass over the gradient planes (and the bias gradient, over images)
             parts, by_group = fused_parts(G, threads)
             dw = torch.empty_like(values)
+            db_part = values.new_empty(parts if need_db and by_group else 0, OC)
             spmm_sddmm_same(g2, t_ptr, *bwd, *values_in_order(values, perm_t), np_view(xl.view(G, -1)), perm_t,
                             dxl.view(G, -1).numpy(), dw.view(-1).numpy(),
-                            values.new_empty(parts, values.numel()).numpy(), W * v, H, rows, scratch,
-                            np.empty_like(scratch), by_group)
+                            values.new_empty(parts, values.numel()).numpy(), db_part.numpy(), W * v, H, rows,
+                            scratch, np.empty_like(scratch), by_group)
+            if db_part.shape[0]:
+                db = db_part.sum(0)
         else:
             spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl.view(G, -1).numpy(),
                       W * v, H, rows, scratch)
@@ -291,7 +294,6 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
             dx = batch_first(dxl) if leaf_input else dxl.permute(3, 0, 1, 2)
         else:
             dx = dxl
-    db = None
     if need_dw and dw is None:
         by_image = G >= threads > 1
         parts = threads if by_image else max(1, min(threads, OC))

@@ -297,8 +297,8 @@ def _add_dot_rows(yr, ybase, sr, sb, xt, xoff, w, lo, hi, wv, ra, rb, acc):
 
 
 @njit(**JIT)
-def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, dw_part, wv, hgt, tile_rows, scratch,
-                    xscratch, by_group):
+def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, dw_part, db_part, wv, hgt, tile_rows,
+                    scratch, xscratch, by_group):
     """``spmm_same`` (without bias) on the transposed structure and, from the same loads of ``src``, the weight
     gradient: ``dw[perm[p]] = sum over p's valid positions j of src[g, base[p] + j] * xs[g, r*plane + j]``.
 
@@ -307,25 +307,35 @@ def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, d
     outside the valid positions while ``xs`` itself is only read (``y``'s zones are kept as in ``spmm_same``).
     Tasks as in ``spmm_sddmm_runs``: the rows, or with ``by_group`` the P = ``dw_part.shape[0]`` parts of the
     images, each over every row; the parts are added into ``dw`` afterwards, so the result does not depend on the
-    threads."""
+    threads. With ``by_group`` and rows in ``db_part`` (P, planes of ``src``), part k also sums each of its images'
+    ``src`` planes into ``db_part[k]`` (the bias gradient) just before its rows read them: the gradient is then
+    streamed from memory once, not a second time by a separate sum."""
     G = src.shape[0]
     R = ptr.shape[0] - 1
     P = dw_part.shape[0]
     plane = hgt * wv
     ntiles = (hgt + tile_rows - 1) // tile_rows
     tasks = P if by_group else R
+    n_db = db_part.shape[1] if by_group and db_part.shape[0] > 0 else 0
     for task_ in prange(tasks):
         task = np.int64(task_)
         part, r_lo, r_hi = (task, np.int64(0), np.int64(R)) if by_group else (np.int64(0), task, task + 1)
         acc = dw_part[part]
         for p in range(ptr[r_lo], ptr[r_hi]):
             acc[p] = 0.0
+        for o in range(n_db):
+            db_part[part, o] = 0.0
         buf = scratch[numba.get_thread_id()]
         xt = xscratch[numba.get_thread_id()]
         for g in range(part * G // P, (part + 1) * G // P):
             sr = src[g]
             xr = xs[g]
             yr = y[g]
+            for o in range(n_db):
+                total = db_part[part, o]
+                for k in range(np.uint64(o * plane), np.uint64((o + 1) * plane)):
+                    total += sr[k]
+                db_part[part, o] = total
             for bt in range(ntiles):
                 o0 = bt * tile_rows
                 o1 = min(hgt, o0 + tile_rows)
