@@ -253,9 +253,9 @@ def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
     layout = _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v)
     b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
     rows, scratch = _same_tiles(H, W * v, x.dtype)
-    sync_threads()
+    threads = sync_threads()
     spmm_same(np_view(xl.view(G, -1)), np_view(och), *layout[2], np_view(taken(values, layout[0])), b,
-              y.view(G, -1).numpy(), W * v, H, rows, scratch)
+              y.view(G, -1).numpy(), W * v, H, rows, scratch, threads)
     return (y.permute(3, 0, 1, 2) if variant == "batch-last" else y), xl, layout
 
 
@@ -289,7 +289,7 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
                 db = db_part.sum(0)
         else:
             spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl.view(G, -1).numpy(),
-                      W * v, H, rows, scratch)
+                      W * v, H, rows, scratch, threads)
         if variant == "batch-last":  # a leaf's .grad must be contiguous: transpose here, not by AccumulateGrad
             dx = batch_first(dxl) if leaf_input else dxl.permute(3, 0, 1, 2)
         else:

@@ -116,72 +116,106 @@ def _common_rows(rlo, rhi, p, n, o0, o1):
     return ra, rb
 
 
+@njit(inline="always")
+def _stream_band(a, n_planes, plane, wv, hgt, o0, o1, sums, slot):
+    """Read rows [o0 - 1, o1 + 1) of each of ``a``'s planes once, in memory order, so the band is in cache before
+    the runs read it plane by plane in the structure's order (which starts a new miss stream at every plane);
+    with rows in ``sums``, adds each plane's rows [o0, o1) into ``sums[slot]``. Returns a value for the caller
+    to keep, so the halo's reads are not optimised away."""
+    keep = 0.0
+    want = sums.shape[0] > 0
+    h0 = max(0, o0 - 1)
+    h1 = min(hgt, o1 + 1)
+    for c in range(n_planes):
+        b = c * plane
+        total = 0.0
+        for k in range(np.uint64(b + o0 * wv), np.uint64(b + o1 * wv)):
+            total += a[k]
+        for k in range(np.uint64(b + h0 * wv), np.uint64(b + o0 * wv)):
+            keep += a[k]
+        for k in range(np.uint64(b + o1 * wv), np.uint64(b + h1 * wv)):
+            keep += a[k]
+        if want:
+            sums[slot, c] += total
+        else:
+            keep += total
+    return keep
+
+
 @njit(**JIT)
-def spmm_same(x, ptr, base, sw, rlo, rhi, vals, bias, y, wv, hgt, tile_rows, scratch):
+def spmm_same(x, ptr, base, sw, rlo, rhi, vals, bias, y, wv, hgt, tile_rows, scratch, threads):
     """y = bias + sparse rows times the shifted planes of ``x``; see the module docstring. ``x`` (G, C*plane),
-    ``y`` (G, R*plane), plane = hgt*wv. Parallel over (image, row tile, structure row)."""
+    ``y`` (G, R*plane), plane = hgt*wv. Parallel over (image, row tile) items, and structure rows when there are
+    fewer items than twice ``threads``."""
     G = x.shape[0]
     R = ptr.shape[0] - 1
     plane = hgt * wv
     ntiles = (hgt + tile_rows - 1) // tile_rows
-    for task in prange(G * ntiles * R):
-        g = task // (ntiles * R)
-        rest = task - g * ntiles * R
-        bt = rest // R
-        r = rest - bt * R
+    items = G * ntiles
+    # tasks: (image, row tile) items, each over all rows after streaming its band of x in; only with fewer items
+    # than twice the threads are the rows split too (a small input, which is in cache anyway: no stream)
+    chunks = max(1, min(R, (2 * threads + items - 1) // items))
+    for task in prange(items * chunks):
+        item = task // chunks
+        ck = task - item * chunks
+        g = item // ntiles
+        bt = item - g * ntiles
         o0 = bt * tile_rows
         o1 = min(hgt, o0 + tile_rows)
         xr = x[g]
         yr = y[g]
         buf = scratch[numba.get_thread_id()]
-        ybase = r * plane
-        bo = bias[r]
-        for k in range(np.uint64(ybase + o0 * wv), np.uint64(ybase + o1 * wv)):
-            yr[k] = bo
-        p = ptr[r]
-        end = ptr[r + 1]
-        nzt = o1 - o0 - 1  # zones between the tile's rows
-        z = zs = s = 0
-        while p < end:
-            if z and sw[p] != s:  # the shift class ends: its zones get their saved values back
-                _restore(buf, yr, zs, nzt, z, wv)
-                z = 0
-            n = _group(sw, p, end)
-            s = sw[p]
-            lo = max(0, -s)
-            hi = wv - max(0, s)
-            if lo < hi:
-                if not z:  # a new shift class: save its zones once for all its runs
-                    z = wv - hi + lo
-                    zs = ybase + o0 * wv + hi
-                    _save(buf, yr, zs, nzt, z, wv)
-                ra, rb = _common_rows(rlo, rhi, p, n, o0, o1)
-                if n > 1 and ra < rb:
-                    j0 = ra * wv + lo
-                    m = np.uint64((rb - 1) * wv + hi - j0)
-                    ys = np.uint64(ybase + j0)
-                    x0 = np.uint64(base[p] + j0)
-                    x1 = np.uint64(base[p + 1] + j0)
-                    w0 = vals[p]
-                    w1 = vals[p + 1]
-                    if n == 4:
-                        x2 = np.uint64(base[p + 2] + j0)
-                        x3 = np.uint64(base[p + 3] + j0)
-                        w2 = vals[p + 2]
-                        w3 = vals[p + 3]
-                        for k in range(m):
-                            yr[ys + k] += w0 * xr[x0 + k] + w1 * xr[x1 + k] + w2 * xr[x2 + k] + w3 * xr[x3 + k]
+        if chunks == 1:
+            buf[0] = _stream_band(xr, x.shape[1] // plane, plane, wv, hgt, o0, o1, y[:0], 0)  # no sums
+        for r in range(ck * R // chunks, (ck + 1) * R // chunks):
+            ybase = r * plane
+            bo = bias[r]
+            for k in range(np.uint64(ybase + o0 * wv), np.uint64(ybase + o1 * wv)):
+                yr[k] = bo
+            p = ptr[r]
+            end = ptr[r + 1]
+            nzt = o1 - o0 - 1  # zones between the tile's rows
+            z = zs = s = 0
+            while p < end:
+                if z and sw[p] != s:  # the shift class ends: its zones get their saved values back
+                    _restore(buf, yr, zs, nzt, z, wv)
+                    z = 0
+                n = _group(sw, p, end)
+                s = sw[p]
+                lo = max(0, -s)
+                hi = wv - max(0, s)
+                if lo < hi:
+                    if not z:  # a new shift class: save its zones once for all its runs
+                        z = wv - hi + lo
+                        zs = ybase + o0 * wv + hi
+                        _save(buf, yr, zs, nzt, z, wv)
+                    ra, rb = _common_rows(rlo, rhi, p, n, o0, o1)
+                    if n > 1 and ra < rb:
+                        j0 = ra * wv + lo
+                        m = np.uint64((rb - 1) * wv + hi - j0)
+                        ys = np.uint64(ybase + j0)
+                        x0 = np.uint64(base[p] + j0)
+                        x1 = np.uint64(base[p + 1] + j0)
+                        w0 = vals[p]
+                        w1 = vals[p + 1]
+                        if n == 4:
+                            x2 = np.uint64(base[p + 2] + j0)
+                            x3 = np.uint64(base[p + 3] + j0)
+                            w2 = vals[p + 2]
+                            w3 = vals[p + 3]
+                            for k in range(m):
+                                yr[ys + k] += w0 * xr[x0 + k] + w1 * xr[x1 + k] + w2 * xr[x2 + k] + w3 * xr[x3 + k]
+                        else:
+                            for k in range(m):
+                                yr[ys + k] += w0 * xr[x0 + k] + w1 * xr[x1 + k]
                     else:
-                        for k in range(m):
-                            yr[ys + k] += w0 * xr[x0 + k] + w1 * xr[x1 + k]
-                else:
-                    ra = rb = o0  # nothing in common: every nonzero below takes all its rows
-                for q in range(p, p + n):  # rows valid for q but not for the whole sweep (kernel rows differ)
-                    _add_rows(yr, ybase, xr, base[q], vals[q], lo, hi, wv, max(rlo[q], o0), min(ra, rhi[q]))
-                    _add_rows(yr, ybase, xr, base[q], vals[q], lo, hi, wv, max(rb, rlo[q], o0), min(rhi[q], o1))
-            p += n
-        if z:
-            _restore(buf, yr, zs, nzt, z, wv)
+                        ra = rb = o0  # nothing in common: every nonzero below takes all its rows
+                    for q in range(p, p + n):  # rows valid for q but not for the whole sweep (kernel rows differ)
+                        _add_rows(yr, ybase, xr, base[q], vals[q], lo, hi, wv, max(rlo[q], o0), min(ra, rhi[q]))
+                        _add_rows(yr, ybase, xr, base[q], vals[q], lo, hi, wv, max(rb, rlo[q], o0), min(rhi[q], o1))
+                p += n
+            if z:
+                _restore(buf, yr, zs, nzt, z, wv)
 
 
 @njit(**JIT)
@@ -307,39 +341,37 @@ def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, d
     outside the valid positions while ``xs`` itself is only read (``y``'s zones are kept as in ``spmm_same``).
     Tasks as in ``spmm_sddmm_runs``: the rows, or with ``by_group`` the P = ``dw_part.shape[0]`` parts of the
     images, each over every row; the parts are added into ``dw`` afterwards, so the result does not depend on the
-    threads. With ``by_group`` and rows in ``db_part`` (P, planes of ``src``), part k also sums each of its images'
-    ``src`` planes into ``db_part[k]`` (the bias gradient) just before its rows read them: the gradient is then
-    streamed from memory once, not a second time by a separate sum."""
+    threads. With ``by_group`` each part streams every row tile of its images' ``src`` in (``_stream_band``) before
+    its rows read it, and with rows in ``db_part`` (P, planes of ``src``) sums it into ``db_part[k]`` on the way
+    (the bias gradient): the gradient is then read from memory once, not a second time by a separate sum."""
     G = src.shape[0]
     R = ptr.shape[0] - 1
     P = dw_part.shape[0]
     plane = hgt * wv
     ntiles = (hgt + tile_rows - 1) // tile_rows
     tasks = P if by_group else R
-    n_db = db_part.shape[1] if by_group and db_part.shape[0] > 0 else 0
+    n_src = src.shape[1] // plane
     for task_ in prange(tasks):
         task = np.int64(task_)
         part, r_lo, r_hi = (task, np.int64(0), np.int64(R)) if by_group else (np.int64(0), task, task + 1)
         acc = dw_part[part]
         for p in range(ptr[r_lo], ptr[r_hi]):
             acc[p] = 0.0
-        for o in range(n_db):
-            db_part[part, o] = 0.0
+        if by_group:
+            for o in range(db_part.shape[1] if db_part.shape[0] else 0):
+                db_part[part, o] = 0.0
         buf = scratch[numba.get_thread_id()]
         xt = xscratch[numba.get_thread_id()]
         for g in range(part * G // P, (part + 1) * G // P):
             sr = src[g]
             xr = xs[g]
             yr = y[g]
-            for o in range(n_db):
-                total = db_part[part, o]
-                for k in range(np.uint64(o * plane), np.uint64((o + 1) * plane)):
-                    total += sr[k]
-                db_part[part, o] = total
             for bt in range(ntiles):
                 o0 = bt * tile_rows
                 o1 = min(hgt, o0 + tile_rows)
                 nzt = o1 - o0 - 1
+                if by_group:  # this part's own image: stream its gradient band in (summing the bias gradient)
+                    buf[0] = _stream_band(sr, n_src, plane, wv, hgt, o0, o1, db_part, part)
                 for r in range(r_lo, r_hi):
                     ybase = r * plane
                     xoff = o0 * wv  # xt[j - xoff] = xs[g, ybase + j] for the tile's plane positions j
