@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu.block_runs import block_sddmm_runs, block_spmm_runs
-from .common import np_view, unviewed, zeros
+from .common import np_empty, np_view, zeros
 from .conv import _RUN_TILE, ConvGeometry, padded_runs_input, runs_gradient, runs_input_gradient, runs_output
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
@@ -55,19 +55,19 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
         sync_threads()
         xp, G, _, hp, wp = padded_runs_input(x.detach(), geo, _LAYOUT)
         layout = block_runs_plan(plan, rows, channels, cells, geo, C, hp, wp)
-        y = x.new_empty(G, out_channels * OH * wp)
+        y = np_empty((G, out_channels * OH * wp), x.dtype)
         b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
-        block_spmm_runs(np_view(xp.view(G, -1)), layout[0], np_view(values), np_view(rows), b,
-                        y.numpy(), 0, (OH - 1) * wp + OW, _RUN_TILE)
-        ctx.save_for_backward(xp, values, rows)
+        block_spmm_runs(xp, layout[0], np_view(values), np_view(rows), b, y, 0, (OH - 1) * wp + OW, _RUN_TILE)
+        ctx.save_for_backward(torch.from_numpy(xp), values, rows)  # saved, so freed after backward
+        ctx.hw = hp, wp
         ctx.geo, ctx.shape, ctx.layout, ctx.plan, ctx.has_bias = geo, (B, C, H, W), layout, plan, bias is not None
-        return unviewed(runs_output(y, _LAYOUT, out_channels, OH, OW, wp, B))
+        return runs_output(y, _LAYOUT, out_channels, OH, OW, wp, B)
 
     @staticmethod
     def backward(ctx, dy):
         xp, values, rows = ctx.saved_tensors
+        xp, (hp, wp) = xp.numpy(), ctx.hw
         off, t_ptr, perm, offT, smax, lg = ctx.layout
-        _, _, hp, wp = xp.shape
         OH, OW = dy.shape[2], dy.shape[3]
         threads = sync_threads()
         gy, db = runs_gradient(dy, ctx.plan, _LAYOUT, wp, smax, lg, ctx.has_bias and ctx.needs_input_grad[2])
@@ -77,7 +77,7 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
             dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo,
                                          xp=xp if need_dw else None, threads=threads)
         elif need_dw:
-            dw = torch.empty_like(values)
-            block_sddmm_runs(np_view(xp.view(xp.shape[0], -1)), np_view(gy), off, np_view(rows), dw.numpy(),
-                             smax, (OH - 1) * wp + OW, _RUN_TILE)
+            dw = np_empty(values.shape, values.dtype)
+            block_sddmm_runs(xp, gy, off, np_view(rows), dw, smax, (OH - 1) * wp + OW, _RUN_TILE)
+            dw = torch.from_numpy(dw)
         return dx, dw, db, None, None, None, None, None, None

@@ -30,7 +30,24 @@ def check_conv_input(x: torch.Tensor, geo, layer: str) -> None:
 
 def np_view(t: torch.Tensor):
     """Zero-copy NumPy view of a CPU tensor (detached)."""
-    return t.detach().numpy()
+    return t.detach().numpy() if t.requires_grad else t.numpy()
+
+
+NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def np_empty(shape, dtype: torch.dtype) -> np.ndarray:
+    """An uninitialised NumPy buffer for a kernel. Buffers that never leave the op stay NumPy arrays: a torch tensor
+    plus ``.numpy()`` is several dispatcher calls, and with cold caches (a real network runs other layers between
+    two calls of this one) each costs 10-30 us, as much as a whole kernel at 99% sparsity."""
+    return np.empty(shape, NP_DTYPES[dtype])
+
+
+def strided_tensor(buf: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...], offset: int = 0) -> torch.Tensor:
+    """A tensor of ``shape`` with element ``strides`` from element ``offset`` of the NumPy buffer ``buf``, sharing its
+    memory. It is not an autograd view (an op's output made so may be modified in place) and costs one call."""
+    item = buf.itemsize
+    return torch.from_numpy(np.ndarray(shape, buf.dtype, buf, offset * item, tuple(s * item for s in strides)))
 
 
 _ZEROS: dict[tuple[int, torch.dtype], np.ndarray] = {}

@@ -10,8 +10,8 @@ import torch
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
                            sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, spmm_sddmm_same,
                            unpad_batch_first)
-from .common import (NO_INDEX, batch_first, batch_last, check_conv_input, check_cpu_input, fused_parts, np_view, taken,
-                     unviewed, values_in_order, zeros)
+from .common import (NO_INDEX, NP_DTYPES, batch_first, batch_last, check_conv_input, check_cpu_input, fused_parts,
+                     np_empty, np_view, strided_tensor, taken, unviewed, values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
@@ -75,65 +75,70 @@ def _zero_frame(t: torch.Tensor, hdim: int, wdim: int, pads: tuple[int, int, int
             t.narrow(dim, n - hi, hi).zero_()
 
 
-def _gradient_workspace(plan, shape, like: torch.Tensor) -> torch.Tensor:
+def _gradient_workspace(plan, shape, dtype: torch.dtype) -> np.ndarray:
     """A zeroed buffer kept across steps: backward writes only its interior, so the zero front, tail
     and discarded columns stay zero and the buffer is never cleared again."""
-    return cached(plan, ("gy", tuple(shape), like.dtype), lambda: like.new_zeros(shape))
+    return cached(plan, ("gy", tuple(shape), dtype), lambda: np.zeros(shape, NP_DTYPES[dtype]))
 
 
-def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str) -> tuple[torch.Tensor, int, int, int, int]:
-    """The zero-padded input of the run layout: (xp, G, v, hp, wp). Over-width: xp (B, C, hp, wp), G = B runs
-    groups of element stride v = 1; batch-last: xp (C, hp, wp, B), G = 1, v = B. Call ``sync_threads`` first."""
+def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str) -> tuple[np.ndarray, int, int, int, int]:
+    """The zero-padded input of the run layout as a NumPy array (G, C*hp*wp*v): (xp, G, v, hp, wp). Over-width:
+    planes (B, C, hp, wp), G = B runs groups of element stride v = 1; batch-last: (C, hp, wp, B), G = 1, v = B.
+    Call ``sync_threads`` first."""
     B, C, H, W = x.shape
     pt, pb, pl, pr = geo.padding
     hp, wp = H + pt + pb, W + pl + pr
     if variant == "batch-last":
-        xp = x.new_empty(C, hp, wp, B)
+        xp = np_empty((1, C * hp * wp * B), x.dtype)
         if x.is_contiguous() and B:
-            pad_batch_last(np_view(x), xp.view(-1).numpy(), 0, hp * wp * B, hp, wp, pt, pl, zeros(0, x.dtype))
+            pad_batch_last(np_view(x), xp[0], 0, hp * wp * B, hp, wp, pt, pl, zeros(0, x.dtype))
             return xp, 1, B, hp, wp
-        _zero_frame(xp, 1, 2, (pt, pb, pl, pr))
-        xp[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
+        t = torch.from_numpy(xp).view(C, hp, wp, B)
+        _zero_frame(t, 1, 2, (pt, pb, pl, pr))
+        t[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
         return xp, 1, B, hp, wp
-    xp = x.new_empty(B, C, hp, wp)
-    _zero_frame(xp, 2, 3, (pt, pb, pl, pr))
-    xp[:, :, pt:pt + H, pl:pl + W] = x
+    xp = np_empty((B, C * hp * wp), x.dtype)
+    t = torch.from_numpy(xp).view(B, C, hp, wp)
+    _zero_frame(t, 2, 3, (pt, pb, pl, pr))
+    t[:, :, pt:pt + H, pl:pl + W] = x
     return xp, B, 1, hp, wp
 
 
-def runs_output(y: torch.Tensor, variant: str, out_channels: int, OH: int, OW: int, wp: int, B: int) -> torch.Tensor:
-    """The (B, C_O, OH, OW) view of a run-layout output ``y`` (its rows are ``wp`` wide; the tail is discarded)."""
+def runs_output(y: np.ndarray, variant: str, out_channels: int, OH: int, OW: int, wp: int, B: int) -> torch.Tensor:
+    """The (B, C_O, OH, OW) tensor over a run-layout output ``y`` (its rows are ``wp`` wide; the tail is discarded)."""
     if variant == "batch-last":
-        return y.view(out_channels, OH, wp, B)[:, :, :OW, :].permute(3, 0, 1, 2)
-    return y.view(B, out_channels, OH, wp)[..., :OW]
+        return strided_tensor(y, (B, out_channels, OH, OW), (1, OH * wp * B, wp * B, B))
+    return strided_tensor(y, (B, out_channels, OH, OW), (out_channels * OH * wp, OH * wp, wp, 1))
 
 
 def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int, lg: int,
-                  need_db: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """dy in the run layout, (G, C_O * lg): each output channel's plane has ``smax`` zeros in front so every shifted
-    read of the input-gradient pass stays inside; the buffer is reused across steps (see _gradient_workspace).
-    With ``need_db``, also the bias gradient, summed by the batch-last copy where it runs (else by torch)."""
+                  need_db: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
+    """dy in the run layout, a NumPy array (G, C_O * lg): each output channel's plane has ``smax`` zeros in front so
+    every shifted read of the input-gradient pass stays inside; the buffer is reused across steps (see
+    _gradient_workspace). With ``need_db``, also the bias gradient, summed by the batch-last copy where it runs (else
+    by torch)."""
     B, OC, OH, OW = dy.shape
     db = None
     if variant == "batch-last":
-        gy = _gradient_workspace(plan, (1, OC, lg), dy)
+        gy = _gradient_workspace(plan, (1, OC * lg), dy.dtype)
         if dy.is_contiguous():
-            db = dy.new_empty(OC) if need_db else None
-            pad_batch_last(np_view(dy), gy.view(-1).numpy(), smax, lg, OH, wp, 0, 0,
-                           db.numpy() if need_db else zeros(0, dy.dtype))
+            db = np_empty(OC, dy.dtype) if need_db else zeros(0, dy.dtype)
+            pad_batch_last(np_view(dy), gy[0], smax, lg, OH, wp, 0, 0, db)
+            db = torch.from_numpy(db) if need_db else None
         else:
-            gy[0, :, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
+            t = torch.from_numpy(gy).view(OC, lg)
+            t[:, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
-        gy = _gradient_workspace(plan, (B, OC, lg), dy)
-        gy[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
+        gy = _gradient_workspace(plan, (B, OC * lg), dy.dtype)
+        torch.from_numpy(gy).view(B, OC, lg)[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
     if need_db and db is None:
         db = dy.sum((0, 2, 3))
-    return gy.view(gy.shape[0], -1), db
+    return gy, db
 
 
-def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, values: torch.Tensor, perm: np.ndarray,
+def runs_input_gradient(gy: np.ndarray, t_ptr: np.ndarray, offT: np.ndarray, values: torch.Tensor, perm: np.ndarray,
                         variant: str, shape: tuple[int, int, int, int], hp: int, wp: int,
-                        geo: ConvGeometry, leaf_input: bool = False, xp: torch.Tensor | None = None,
+                        geo: ConvGeometry, leaf_input: bool = False, xp: np.ndarray | None = None,
                         threads: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """dX of a stride-1 conv by the transposed structure (its nonzero ``p`` has weight ``values[perm[p]]``, see
     ``values_in_order``), parallel over input channels; with the padded input ``xp``, also dW (in ``values``'
@@ -144,26 +149,25 @@ def runs_input_gradient(gy: torch.Tensor, t_ptr: np.ndarray, offT: np.ndarray, v
     B, C, H, W = shape
     pt, pl = geo.padding[0], geo.padding[2]
     G, v = (1, B) if variant == "batch-last" else (B, 1)
-    dxp = gy.new_empty(G, C * hp * wp * v)
+    dxp = np_empty((G, C * hp * wp * v), values.dtype)
     t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
     n = ((H - 1) * wp + W) * v
     dw = None
     if xp is None:
-        spmm_runs(np_view(gy), t_ptr, offT, *values_in_order(values, perm), zeros(C, gy.dtype), dxp.numpy(), t0, n,
-                  _RUN_TILE)
+        spmm_runs(gy, t_ptr, offT, *values_in_order(values, perm), zeros(C, values.dtype), dxp, t0, n, _RUN_TILE)
     else:  # dW's products outside the interior meet the padding's zeros, so the interior run gives all of it
-        dw = torch.empty_like(values)
+        dw = np_empty(values.shape, values.dtype)
         parts, by_group = fused_parts(G, threads)
-        spmm_sddmm_runs(np_view(gy), t_ptr, offT, *values_in_order(values, perm), np_view(xp.view(G, -1)), perm,
-                        dxp.numpy(), dw.view(-1).numpy(), values.new_empty(parts, values.numel()).numpy(), t0, n,
-                        _RUN_TILE, by_group)
+        spmm_sddmm_runs(gy, t_ptr, offT, *values_in_order(values, perm), xp, perm, dxp, dw.reshape(-1),
+                        np_empty((parts, values.numel()), values.dtype), t0, n, _RUN_TILE, by_group)
+        dw = torch.from_numpy(dw)
     if variant == "batch-last":
         if leaf_input:
-            dx = gy.new_empty(B, C, H, W)
-            unpad_batch_first(dxp.view(-1).numpy(), 0, hp * wp * B, wp, pt, pl, dx.numpy())
-            return dx, dw
-        return dxp.view(C, hp, wp, B)[:, pt:pt + H, pl:pl + W, :].permute(3, 0, 1, 2), dw
-    return dxp.view(B, C, hp, wp)[:, :, pt:pt + H, pl:pl + W], dw
+            dx = np_empty((B, C, H, W), values.dtype)
+            unpad_batch_first(dxp[0], 0, hp * wp * B, wp, pt, pl, dx)
+            return torch.from_numpy(dx), dw
+        return strided_tensor(dxp, (B, C, H, W), (1, hp * wp * B, wp * B, B), (pt * wp + pl) * B), dw
+    return strided_tensor(dxp, (B, C, H, W), (C * hp * wp, hp * wp, wp, 1), pt * wp + pl), dw
 
 
 def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
@@ -175,34 +179,31 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     xp, G, v, hp, wp = padded_runs_input(x, geo, variant)
     layout = _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v)
     n = ((OH - 1) * wp + OW) * v
-    y = x.new_empty(G, out_channels * OH * wp * v)
+    y = np_empty((G, out_channels * OH * wp * v), x.dtype)
     b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
-    spmm_runs(np_view(xp.view(G, -1)), np_view(och), layout[0], np_view(values), NO_INDEX, b, y.numpy(), 0, n,
-              _RUN_TILE)
+    spmm_runs(xp, np_view(och), layout[0], np_view(values), NO_INDEX, b, y, 0, n, _RUN_TILE)
     return runs_output(y, variant, out_channels, OH, OW, wp, B), xp, layout
 
 
 def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, need_db, plan, leaf_input):
     """Stride-1 backward: dX by the transposed structure (parallel over input channels), dW by SDDMM; the bias
     gradient as ``runs_gradient`` gives it."""
-    B = shape[0]
+    B, _, H, W = shape
     OC, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     off, t_ptr, perm, offT, smax, lg = layout
     threads = sync_threads()
-    if variant == "batch-last":
-        hp, wp, v, G = xp.shape[1], xp.shape[2], B, 1
-    else:
-        hp, wp, v, G = xp.shape[2], xp.shape[3], 1, B
+    pt, pb, pl, pr = geo.padding
+    hp, wp, v = H + pt + pb, W + pl + pr, (B if variant == "batch-last" else 1)
     gy, db = runs_gradient(dy, plan, variant, wp, smax, lg, need_db)
     dx = dw = None
     if need_dx:  # with dW in the same pass when both are wanted
         dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, variant, shape, hp, wp, geo, leaf_input,
                                      xp if need_dw else None, threads)
     elif need_dw:
-        dw = torch.empty_like(values)
+        dw = np_empty(values.shape, values.dtype)
         n = ((OH - 1) * wp + OW) * v
-        sddmm_runs(np_view(xp.view(G, -1)), np_view(gy), np_view(och), off, dw.numpy(), smax, n, _RUN_TILE,
-                   max(1, min(threads, OC)))
+        sddmm_runs(xp, gy, np_view(och), off, dw, smax, n, _RUN_TILE, max(1, min(threads, OC)))
+        dw = torch.from_numpy(dw)
     return dx, dw, db
 
 
@@ -331,9 +332,9 @@ class SparseConv2dFunction(torch.autograd.Function):
             return unviewed(y)
         if ctx.runs:
             y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
-            ctx.save_for_backward(xp, values, och)
+            ctx.save_for_backward(torch.from_numpy(xp), values, och)  # saved, so freed after backward
             ctx.layout, ctx.plan, ctx.leaf_input = layout, runs[3], leaf_input
-            return unviewed(y)
+            return y
         b = bias.detach() if bias is not None else torch.zeros(out_channels, dtype=x.dtype)
         idx = (np_view(och), np_view(ich), np_view(kh), np_view(kw), np_view(values), np_view(b))
         if variant == "batch-last":
@@ -361,7 +362,7 @@ class SparseConv2dFunction(torch.autograd.Function):
             return dx, dw, None, None, None, None, db, None, None, None, None, None
         if ctx.runs:
             xp, values, och = ctx.saved_tensors
-            dx, dw, db = _backward_runs(dy, xp, values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
+            dx, dw, db = _backward_runs(dy, xp.numpy(), values, och, ctx.layout, ctx.geo, ctx.variant, ctx.shape,
                                         ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias, ctx.plan,
                                         ctx.leaf_input)
             return (dx if ctx.needs_input_grad[0] else None), dw, None, None, None, None, db, None, None, None, None, None
