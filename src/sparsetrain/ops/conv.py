@@ -238,7 +238,7 @@ def _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v):
 def _same_tiles(H: int, wv: int, dtype: torch.dtype) -> tuple[int, np.ndarray]:
     """Output rows per task (about _SAME_TILE elements) and the kernels' per-thread zone buffers."""
     rows = max(1, min(H, _SAME_TILE // wv))
-    return rows, torch.empty(numba.config.NUMBA_NUM_THREADS, rows * wv, dtype=dtype).numpy()
+    return rows, np_empty((numba.config.NUMBA_NUM_THREADS, rows * wv), dtype)
 
 
 def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
@@ -247,17 +247,18 @@ def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
     B, C, H, W = x.shape
     if variant == "batch-last":
         xl, G, v = batch_last(x), 1, B
-        y = x.new_empty(out_channels, H, W, B)
+        strides = (1, H * W * B, W * B, B)
     else:
         xl, G, v = x.detach().contiguous(), B, 1
-        y = x.new_empty(B, out_channels, H, W)
+        strides = (out_channels * H * W, H * W, W, 1)
+    y = np_empty((G, out_channels * H * W * v), x.dtype)
     layout = _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v)
     b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
     rows, scratch = _same_tiles(H, W * v, x.dtype)
     threads = sync_threads()
-    spmm_same(np_view(xl.view(G, -1)), np_view(och), *layout[2], np_view(taken(values, layout[0])), b,
-              y.view(G, -1).numpy(), W * v, H, rows, scratch, threads)
-    return (y.permute(3, 0, 1, 2) if variant == "batch-last" else y), xl, layout
+    spmm_same(np_view(xl.view(G, -1)), np_view(och), *layout[2], np_view(taken(values, layout[0])), b, y, W * v, H,
+              rows, scratch, threads)
+    return strided_tensor(y, (B, out_channels, H, W), strides), xl, layout
 
 
 def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw, need_db, leaf_input):
@@ -277,24 +278,25 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
     rows, scratch = _same_tiles(H, W * v, dy.dtype)
     dx = dw = db = None
     if need_dx:
-        dxl = dy.new_empty((C, H, W, B) if variant == "batch-last" else (B, C, H, W))
+        dxl = np_empty((G, C * H * W * v), dy.dtype)
         if need_dw:  # both from one pass over the gradient planes (and the bias gradient, over images)
             parts, by_group = fused_parts(G, threads)
-            dw = torch.empty_like(values)
-            db_part = values.new_empty(parts if need_db and by_group else 0, OC)
+            dw = np_empty(values.shape, values.dtype)
+            db_part = np_empty((parts if need_db and by_group else 0, OC), values.dtype)
             spmm_sddmm_same(g2, t_ptr, *bwd, *values_in_order(values, perm_t), np_view(xl.view(G, -1)), perm_t,
-                            dxl.view(G, -1).numpy(), dw.view(-1).numpy(),
-                            values.new_empty(parts, values.numel()).numpy(), db_part.numpy(), W * v, H, rows,
-                            scratch, np.empty_like(scratch), by_group)
+                            dxl, dw.reshape(-1), np_empty((parts, values.numel()), values.dtype), db_part, W * v, H,
+                            rows, scratch, np.empty_like(scratch), by_group)
+            dw = torch.from_numpy(dw)
             if db_part.shape[0]:
-                db = db_part.sum(0)
+                db = torch.from_numpy(db_part.sum(0))
         else:
-            spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl.view(G, -1).numpy(),
-                      W * v, H, rows, scratch, threads)
+            spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl, W * v, H, rows,
+                      scratch, threads)
         if variant == "batch-last":  # a leaf's .grad must be contiguous: transpose here, not by AccumulateGrad
-            dx = batch_first(dxl) if leaf_input else dxl.permute(3, 0, 1, 2)
+            dx = (batch_first(torch.from_numpy(dxl).view(C, H, W, B)) if leaf_input
+                  else strided_tensor(dxl, (B, C, H, W), (1, H * W * B, W * B, B)))
         else:
-            dx = dxl
+            dx = strided_tensor(dxl, (B, C, H, W), (C * H * W, H * W, W, 1))
     if need_dw and dw is None:
         by_image = G >= threads > 1
         parts = threads if by_image else max(1, min(threads, OC))
@@ -329,7 +331,7 @@ class SparseConv2dFunction(torch.autograd.Function):
             y, xl, layout = _forward_same(x, values, och, runs, bias, geo, out_channels, variant)
             ctx.save_for_backward(xl, values, och)
             ctx.layout, ctx.leaf_input = layout, leaf_input
-            return unviewed(y)
+            return y
         if ctx.runs:
             y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
             ctx.save_for_backward(torch.from_numpy(xp), values, och)  # saved, so freed after backward
