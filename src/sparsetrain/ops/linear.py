@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu import sddmm_runs, spmm_runs, spmm_sddmm_runs
-from .common import NO_INDEX, check_cpu_input, fused_parts, np_view, transposed, unviewed, values_in_order, zeros
+from .common import (NO_INDEX, check_cpu_input, fused_parts, np_empty, np_view, strided_tensor, transposed,
+                     values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
@@ -38,16 +39,16 @@ class SparseLinearFunction(torch.autograd.Function):
     def forward(ctx, x, values, row_ptr, cols, bias, out_features, plan, leaf_input=False):
         xT = transposed(x)
         K, B = xT.shape
-        yT = x.new_empty(out_features, B)
+        yT = np_empty((1, out_features * B), x.dtype)
         b = np_view(bias) if bias is not None else zeros(out_features, x.dtype)
         arrays = _plan_for(plan, row_ptr, cols, (out_features, K), B)
         if B:
             sync_threads()
-            spmm_runs(np_view(xT.view(1, -1)), np_view(row_ptr), arrays[0], np_view(values), NO_INDEX, b,
-                      yT.view(1, -1).numpy(), 0, B, _TILE)
+            spmm_runs(np_view(xT).reshape(1, -1), np_view(row_ptr), arrays[0], np_view(values), NO_INDEX, b, yT, 0,
+                      B, _TILE)
         ctx.save_for_backward(xT, values, row_ptr)
         ctx.arrays, ctx.has_bias, ctx.plan, ctx.leaf_input = arrays, bias is not None, plan, leaf_input
-        return unviewed(yT.t())
+        return strided_tensor(yT, (B, out_features), (1, B))  # the transposed view, as a fresh tensor
 
     @staticmethod
     def backward(ctx, dy):
@@ -60,24 +61,25 @@ class SparseLinearFunction(torch.autograd.Function):
         dx = dw = db = None
         threads = sync_threads()
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        g = np_view(dyT).reshape(1, -1)
         if need_dx:
-            dxT = xT.new_empty(K, B)
+            dxT = np_empty((1, K * B), xT.dtype)
             if need_dw:  # both in one pass over dY^T (each row of it is read once, not twice)
-                dw = torch.empty_like(values)
+                dw = np_empty(values.shape, values.dtype)
                 parts, by_group = fused_parts(1, threads)
-                spmm_sddmm_runs(np_view(dyT.view(1, -1)), t_ptr, offT, *values_in_order(values, perm),
-                                np_view(xT.view(1, -1)), perm, dxT.view(1, -1).numpy(), dw.numpy(),
-                                values.new_empty(parts, values.numel()).numpy(), 0, B, _TILE, by_group)
+                spmm_sddmm_runs(g, t_ptr, offT, *values_in_order(values, perm), np_view(xT).reshape(1, -1), perm,
+                                dxT, dw, np_empty((parts, values.numel()), values.dtype), 0, B, _TILE, by_group)
+                dw = torch.from_numpy(dw)
             elif B:
-                spmm_runs(np_view(dyT.view(1, -1)), t_ptr, offT, *values_in_order(values, perm), zeros(K, xT.dtype),
-                          dxT.view(1, -1).numpy(), 0, B, _TILE)
+                spmm_runs(g, t_ptr, offT, *values_in_order(values, perm), zeros(K, xT.dtype), dxT, 0, B, _TILE)
             # a leaf's .grad must be contiguous, and torch's strided copy of a transpose is slow (11 ms for
             # 902 x 3072 here); otherwise the transposed view flows on for free (the layer before reads it as is)
-            dx = transposed(dxT) if ctx.leaf_input else dxT.t()
+            dx = transposed(torch.from_numpy(dxT).view(K, B)) if ctx.leaf_input else strided_tensor(dxT, (B, K), (1, B))
         elif need_dw:
-            dw = torch.empty_like(values)
-            sddmm_runs(np_view(xT.view(1, -1)), np_view(dyT.view(1, -1)), np_view(row_ptr), off,
-                       dw.numpy(), 0, B, _TILE, max(1, min(threads, M)))
+            dw = np_empty(values.shape, values.dtype)
+            sddmm_runs(np_view(xT).reshape(1, -1), g, np_view(row_ptr), off, dw, 0, B, _TILE,
+                       max(1, min(threads, M)))
+            dw = torch.from_numpy(dw)
         if ctx.has_bias and ctx.needs_input_grad[4]:
             db = dyT.sum(1)
         return dx, dw, None, None, db, None, None, None
