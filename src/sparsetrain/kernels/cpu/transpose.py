@@ -133,6 +133,16 @@ def _scatter_batch_first(stage, d, c0, image, n, B):
             d[b * image + c0 + k] = stage[k * B + b]
 
 
+_PARTS = 32  # parallel parts of the channels in the batch-last copies
+
+
+@njit(inline="always")
+def _zero_run(a, start, n):
+    """a[start:start + n] = 0 with an unsigned range (a signed one keeps numba's wraparound check: scalar code)."""
+    for i in range(np.uint64(n)):
+        a[start + i] = 0.0
+
+
 @njit(**JIT)
 def pad_batch_last(src, dst, base, cstride, hp, wp, pt, pl, csum):
     """Write a (B, C, H, W) C-contiguous ``src`` batch-last and zero-framed into the flat ``dst``: channel ``c``'s
@@ -149,30 +159,29 @@ def pad_batch_last(src, dst, base, cstride, hp, wp, pt, pl, csum):
     rl = wp * B
     wb = W * B
     summed = csum.shape[0] != 0
-    for c in prange(C):
-        stage = np.empty(plane * B, dtype=src.dtype)
-        _gather_batch_last(s, c * plane, image, plane, B, stage)
-        p = base + c * cstride
-        for r in range(hp):
-            row = p + r * rl
-            h = r - pt
-            if h < 0 or h >= H:
-                for i in range(row, row + rl):
-                    dst[i] = 0.0
-                continue
-            for i in range(row, row + pl * B):
-                dst[i] = 0.0
-            o = np.uint64(row + pl * B)
-            sb = np.uint64(h * wb)
-            for i in range(np.uint64(wb)):
-                dst[o + i] = stage[sb + i]
-            for i in range(row + (pl + W) * B, row + rl):
-                dst[i] = 0.0
-        if summed:
-            acc = 0.0
-            for i in range(plane * B):
-                acc += np.float64(stage[i])
-            csum[c] = acc
+    parts = min(C, _PARTS)
+    for part in prange(parts):
+        stage = np.empty(plane * B, dtype=src.dtype)  # one per part, not per channel: allocations add up
+        for c in range(part * C // parts, (part + 1) * C // parts):
+            _gather_batch_last(s, c * plane, image, plane, B, stage)
+            p = base + c * cstride
+            for r in range(hp):
+                row = np.uint64(p + r * rl)
+                h = r - pt
+                if h < 0 or h >= H:
+                    _zero_run(dst, row, rl)
+                    continue
+                _zero_run(dst, row, pl * B)
+                o = row + np.uint64(pl * B)
+                sb = np.uint64(h * wb)
+                for i in range(np.uint64(wb)):
+                    dst[o + i] = stage[sb + i]
+                _zero_run(dst, row + np.uint64((pl + W) * B), rl - (pl + W) * B)
+            if summed:
+                acc = 0.0
+                for i in range(np.uint64(plane * B)):
+                    acc += np.float64(stage[i])
+                csum[c] = acc
 
 
 @njit(**JIT)
@@ -185,12 +194,14 @@ def unpad_batch_first(src, base, cstride, wp, pt, pl, dst):
     image = C * plane
     rl = wp * B
     wb = W * B
-    for c in prange(C):
+    parts = min(C, _PARTS)
+    for part in prange(parts):
         stage = np.empty(plane * B, dtype=dst.dtype)
-        p = base + c * cstride + pt * rl + pl * B
-        for h in range(H):
-            o = np.uint64(h * wb)
-            sb = np.uint64(p + h * rl)
-            for i in range(np.uint64(wb)):
-                stage[o + i] = src[sb + i]
-        _scatter_batch_first(stage, d, c * plane, image, plane, B)
+        for c in range(part * C // parts, (part + 1) * C // parts):
+            p = base + c * cstride + pt * rl + pl * B
+            for h in range(H):
+                o = np.uint64(h * wb)
+                sb = np.uint64(p + h * rl)
+                for i in range(np.uint64(wb)):
+                    stage[o + i] = src[sb + i]
+            _scatter_batch_first(stage, d, c * plane, image, plane, B)
