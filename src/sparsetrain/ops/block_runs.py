@@ -56,12 +56,13 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
         xp, G, _, hp, wp = padded_runs_input(x.detach(), geo, _LAYOUT)
         layout = block_runs_plan(plan, rows, channels, cells, geo, C, hp, wp)
         y = np_empty((G, out_channels * OH * wp), x.dtype)
+        out = runs_output(y, _LAYOUT, out_channels, OH, OW, wp, B)
+        ctx.save_for_backward(torch.from_numpy(xp), values, rows)  # saved, so freed after backward
         b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
         block_spmm_runs(xp, layout[0], np_view(values), np_view(rows), b, y, 0, (OH - 1) * wp + OW, _RUN_TILE)
-        ctx.save_for_backward(torch.from_numpy(xp), values, rows)  # saved, so freed after backward
         ctx.hw = hp, wp
         ctx.geo, ctx.shape, ctx.layout, ctx.plan, ctx.has_bias = geo, (B, C, H, W), layout, plan, bias is not None
-        return runs_output(y, _LAYOUT, out_channels, OH, OW, wp, B)
+        return out
 
     @staticmethod
     def backward(ctx, dy):
@@ -77,7 +78,7 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
             dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, _LAYOUT, ctx.shape, hp, wp, ctx.geo,
                                          xp=xp if need_dw else None, threads=threads)
         elif need_dw:
-            dw = np_empty(values.shape, values.dtype)
-            block_sddmm_runs(xp, gy, off, np_view(rows), dw, smax, (OH - 1) * wp + OW, _RUN_TILE)
-            dw = torch.from_numpy(dw)
+            dw_np = np_empty(values.shape, values.dtype)
+            dw = torch.from_numpy(dw_np)
+            block_sddmm_runs(xp, gy, off, np_view(rows), dw_np, smax, (OH - 1) * wp + OW, _RUN_TILE)
         return dx, dw, db, None, None, None, None, None, None

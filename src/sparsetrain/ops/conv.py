@@ -122,9 +122,9 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
     if variant == "batch-last":
         gy = _gradient_workspace(plan, (1, OC * lg), dy.dtype)
         if dy.is_contiguous():
-            db = np_empty(OC, dy.dtype) if need_db else zeros(0, dy.dtype)
-            pad_batch_last(np_view(dy), gy[0], smax, lg, OH, wp, 0, 0, db)
-            db = torch.from_numpy(db) if need_db else None
+            sums = np_empty(OC, dy.dtype) if need_db else zeros(0, dy.dtype)
+            db = torch.from_numpy(sums) if need_db else None  # before the copy, as the other returned tensors
+            pad_batch_last(np_view(dy), gy[0], smax, lg, OH, wp, 0, 0, sums)
         else:
             t = torch.from_numpy(gy).view(OC, lg)
             t[:, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
@@ -152,22 +152,27 @@ def runs_input_gradient(gy: np.ndarray, t_ptr: np.ndarray, offT: np.ndarray, val
     dxp = np_empty((G, C * hp * wp * v), values.dtype)
     t0 = (pt * wp + pl) * v  # only the interior of the padded plane is needed
     n = ((H - 1) * wp + W) * v
+    # returned tensors are made before the kernels run: right after a pass over the activations the caches
+    # are cold, and the same calls then cost 20-100 us instead of 2
+    unpadded = np_empty((B, C, H, W), values.dtype) if variant == "batch-last" and leaf_input else None
+    if unpadded is not None:
+        dx = torch.from_numpy(unpadded)
+    elif variant == "batch-last":
+        dx = strided_tensor(dxp, (B, C, H, W), (1, hp * wp * B, wp * B, B), (pt * wp + pl) * B)
+    else:
+        dx = strided_tensor(dxp, (B, C, H, W), (C * hp * wp, hp * wp, wp, 1), pt * wp + pl)
     dw = None
     if xp is None:
         spmm_runs(gy, t_ptr, offT, *values_in_order(values, perm), zeros(C, values.dtype), dxp, t0, n, _RUN_TILE)
     else:  # dW's products outside the interior meet the padding's zeros, so the interior run gives all of it
-        dw = np_empty(values.shape, values.dtype)
+        dw_np = np_empty(values.shape, values.dtype)
+        dw = torch.from_numpy(dw_np)
         parts, by_group = fused_parts(G, threads)
-        spmm_sddmm_runs(gy, t_ptr, offT, *values_in_order(values, perm), xp, perm, dxp, dw.reshape(-1),
+        spmm_sddmm_runs(gy, t_ptr, offT, *values_in_order(values, perm), xp, perm, dxp, dw_np.reshape(-1),
                         np_empty((parts, values.numel()), values.dtype), t0, n, _RUN_TILE, by_group)
-        dw = torch.from_numpy(dw)
-    if variant == "batch-last":
-        if leaf_input:
-            dx = np_empty((B, C, H, W), values.dtype)
-            unpad_batch_first(dxp[0], 0, hp * wp * B, wp, pt, pl, dx)
-            return torch.from_numpy(dx), dw
-        return strided_tensor(dxp, (B, C, H, W), (1, hp * wp * B, wp * B, B), (pt * wp + pl) * B), dw
-    return strided_tensor(dxp, (B, C, H, W), (C * hp * wp, hp * wp, wp, 1), pt * wp + pl), dw
+    if unpadded is not None:
+        unpad_batch_first(dxp[0], 0, hp * wp * B, wp, pt, pl, unpadded)
+    return dx, dw
 
 
 def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
@@ -180,9 +185,10 @@ def _forward_runs(x, values, och, runs, bias, geo, out_channels, variant):
     layout = _runs_plan(plan, chan, kh, kw, och, geo, C, hp, wp, v)
     n = ((OH - 1) * wp + OW) * v
     y = np_empty((G, out_channels * OH * wp * v), x.dtype)
+    out, xpt = runs_output(y, variant, out_channels, OH, OW, wp, B), torch.from_numpy(xp)  # before the kernel
     b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
     spmm_runs(xp, np_view(och), layout[0], np_view(values), NO_INDEX, b, y, 0, n, _RUN_TILE)
-    return runs_output(y, variant, out_channels, OH, OW, wp, B), xp, layout
+    return out, xp, xpt, layout
 
 
 def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, need_dw, need_db, plan, leaf_input):
@@ -200,10 +206,10 @@ def _backward_runs(dy, xp, values, och, layout, geo, variant, shape, need_dx, ne
         dx, dw = runs_input_gradient(gy, t_ptr, offT, values, perm, variant, shape, hp, wp, geo, leaf_input,
                                      xp if need_dw else None, threads)
     elif need_dw:
-        dw = np_empty(values.shape, values.dtype)
+        dw_np = np_empty(values.shape, values.dtype)
+        dw = torch.from_numpy(dw_np)
         n = ((OH - 1) * wp + OW) * v
-        sddmm_runs(xp, gy, np_view(och), off, dw, smax, n, _RUN_TILE, max(1, min(threads, OC)))
-        dw = torch.from_numpy(dw)
+        sddmm_runs(xp, gy, np_view(och), off, dw_np, smax, n, _RUN_TILE, max(1, min(threads, OC)))
     return dx, dw, db
 
 
@@ -252,13 +258,14 @@ def _forward_same(x, values, och, runs, bias, geo, out_channels, variant):
         xl, G, v = x.detach().contiguous(), B, 1
         strides = (out_channels * H * W, H * W, W, 1)
     y = np_empty((G, out_channels * H * W * v), x.dtype)
+    out = strided_tensor(y, (B, out_channels, H, W), strides)  # before the kernel, whose pass leaves caches cold
     layout = _same_plan(plan, chan, kh, kw, och, geo, C, H, W, v)
     b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
     rows, scratch = _same_tiles(H, W * v, x.dtype)
     threads = sync_threads()
     spmm_same(np_view(xl.view(G, -1)), np_view(och), *layout[2], np_view(taken(values, layout[0])), b, y, W * v, H,
               rows, scratch, threads)
-    return strided_tensor(y, (B, out_channels, H, W), strides), xl, layout
+    return out, xl, layout
 
 
 def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw, need_db, leaf_input):
@@ -279,24 +286,27 @@ def _backward_same(dy, xl, values, och, layout, variant, shape, need_dx, need_dw
     dx = dw = db = None
     if need_dx:
         dxl = np_empty((G, C * H * W * v), dy.dtype)
+        # tensors made before the kernel, as in runs_input_gradient
+        if variant == "batch-last":  # a leaf's .grad must be contiguous: transpose here, not by AccumulateGrad
+            dx = torch.from_numpy(dxl).view(C, H, W, B) if leaf_input else strided_tensor(
+                dxl, (B, C, H, W), (1, H * W * B, W * B, B))
+        else:
+            dx = strided_tensor(dxl, (B, C, H, W), (C * H * W, H * W, W, 1))
         if need_dw:  # both from one pass over the gradient planes (and the bias gradient, over images)
             parts, by_group = fused_parts(G, threads)
-            dw = np_empty(values.shape, values.dtype)
+            dw_np = np_empty(values.shape, values.dtype)
+            dw = torch.from_numpy(dw_np)
             db_part = np_empty((parts if need_db and by_group else 0, OC), values.dtype)
             spmm_sddmm_same(g2, t_ptr, *bwd, *values_in_order(values, perm_t), np_view(xl.view(G, -1)), perm_t,
-                            dxl, dw.reshape(-1), np_empty((parts, values.numel()), values.dtype), db_part, W * v, H,
-                            rows, scratch, np.empty_like(scratch), by_group)
-            dw = torch.from_numpy(dw)
+                            dxl, dw_np.reshape(-1), np_empty((parts, values.numel()), values.dtype), db_part, W * v,
+                            H, rows, scratch, np.empty_like(scratch), by_group)
             if db_part.shape[0]:
                 db = torch.from_numpy(db_part.sum(0))
         else:
             spmm_same(g2, t_ptr, *bwd, np_view(taken(values, perm_t)), zeros(C, dy.dtype), dxl, W * v, H, rows,
                       scratch, threads)
-        if variant == "batch-last":  # a leaf's .grad must be contiguous: transpose here, not by AccumulateGrad
-            dx = (batch_first(torch.from_numpy(dxl).view(C, H, W, B)) if leaf_input
-                  else strided_tensor(dxl, (B, C, H, W), (1, H * W * B, W * B, B)))
-        else:
-            dx = strided_tensor(dxl, (B, C, H, W), (C * H * W, H * W, W, 1))
+        if variant == "batch-last" and leaf_input:
+            dx = batch_first(dx)
     if need_dw and dw is None:
         by_image = G >= threads > 1
         parts = threads if by_image else max(1, min(threads, OC))
@@ -333,8 +343,8 @@ class SparseConv2dFunction(torch.autograd.Function):
             ctx.layout, ctx.leaf_input = layout, leaf_input
             return y
         if ctx.runs:
-            y, xp, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
-            ctx.save_for_backward(torch.from_numpy(xp), values, och)  # saved, so freed after backward
+            y, _, xpt, layout = _forward_runs(x, values, och, runs, bias, geo, out_channels, variant)
+            ctx.save_for_backward(xpt, values, och)  # saved, so freed after backward
             ctx.layout, ctx.plan, ctx.leaf_input = layout, runs[3], leaf_input
             return y
         b = bias.detach() if bias is not None else torch.zeros(out_channels, dtype=x.dtype)

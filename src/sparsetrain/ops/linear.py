@@ -40,6 +40,7 @@ class SparseLinearFunction(torch.autograd.Function):
         xT = transposed(x)
         K, B = xT.shape
         yT = np_empty((1, out_features * B), x.dtype)
+        y = strided_tensor(yT, (B, out_features), (1, B))  # the transposed view as a fresh tensor, before the kernel
         b = np_view(bias) if bias is not None else zeros(out_features, x.dtype)
         arrays = _plan_for(plan, row_ptr, cols, (out_features, K), B)
         if B:
@@ -48,7 +49,7 @@ class SparseLinearFunction(torch.autograd.Function):
                       B, _TILE)
         ctx.save_for_backward(xT, values, row_ptr)
         ctx.arrays, ctx.has_bias, ctx.plan, ctx.leaf_input = arrays, bias is not None, plan, leaf_input
-        return strided_tensor(yT, (B, out_features), (1, B))  # the transposed view, as a fresh tensor
+        return y
 
     @staticmethod
     def backward(ctx, dy):
@@ -64,22 +65,25 @@ class SparseLinearFunction(torch.autograd.Function):
         g = np_view(dyT).reshape(1, -1)
         if need_dx:
             dxT = np_empty((1, K * B), xT.dtype)
+            # tensors before the kernels (cold caches after them); a leaf's gets transposed below
+            dx = torch.from_numpy(dxT.reshape(K, B)) if ctx.leaf_input else strided_tensor(dxT, (B, K), (1, B))
             if need_dw:  # both in one pass over dY^T (each row of it is read once, not twice)
-                dw = np_empty(values.shape, values.dtype)
+                dw_np = np_empty(values.shape, values.dtype)
+                dw = torch.from_numpy(dw_np)
                 parts, by_group = fused_parts(1, threads)
                 spmm_sddmm_runs(g, t_ptr, offT, *values_in_order(values, perm), np_view(xT).reshape(1, -1), perm,
-                                dxT, dw, np_empty((parts, values.numel()), values.dtype), 0, B, _TILE, by_group)
-                dw = torch.from_numpy(dw)
+                                dxT, dw_np, np_empty((parts, values.numel()), values.dtype), 0, B, _TILE, by_group)
             elif B:
                 spmm_runs(g, t_ptr, offT, *values_in_order(values, perm), zeros(K, xT.dtype), dxT, 0, B, _TILE)
             # a leaf's .grad must be contiguous, and torch's strided copy of a transpose is slow (11 ms for
             # 902 x 3072 here); otherwise the transposed view flows on for free (the layer before reads it as is)
-            dx = transposed(torch.from_numpy(dxT).view(K, B)) if ctx.leaf_input else strided_tensor(dxT, (B, K), (1, B))
+            if ctx.leaf_input:
+                dx = transposed(dx)
         elif need_dw:
-            dw = np_empty(values.shape, values.dtype)
-            sddmm_runs(np_view(xT).reshape(1, -1), g, np_view(row_ptr), off, dw, 0, B, _TILE,
+            dw_np = np_empty(values.shape, values.dtype)
+            dw = torch.from_numpy(dw_np)
+            sddmm_runs(np_view(xT).reshape(1, -1), g, np_view(row_ptr), off, dw_np, 0, B, _TILE,
                        max(1, min(threads, M)))
-            dw = torch.from_numpy(dw)
         if ctx.has_bias and ctx.needs_input_grad[4]:
             db = dyT.sum(1)
         return dx, dw, None, None, db, None, None, None
