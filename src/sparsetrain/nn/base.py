@@ -21,6 +21,12 @@ class PackedSparseModule(nn.Module):
 
     _index_names: tuple[str, ...] = ()
     backend: str
+    # class-level defaults: a missing instance attribute would go through nn.Module.__getattr__ and raise on every
+    # forward, which costs microseconds per call (tens with cold caches)
+    _dense_grad_request = False
+    _dense_grad_armed = False
+    _warned_device = False
+    _derived = None
 
     def _format(self):
         raise NotImplementedError
@@ -35,14 +41,11 @@ class PackedSparseModule(nn.Module):
     def _derived_state(self, build):
         """Data derived from the indices (offsets, transposed structure, a ``Plan`` cache), built by
         ``build()`` once per mask and device; dropped by a repack or a state_dict load."""
-        d = getattr(self, "_derived", None)
-        device = self._index_device()
-        if d is None or d[0] != device:
-            d = self._derived = (device, build())
+        d = self._derived
+        index = self._buffers[self._index_names[0]]  # .to(device) replaces it: its identity marks the state
+        if d is None or d[0] is not index:
+            d = self._derived = (index, build())
         return d[1]
-
-    def _index_device(self) -> torch.device:
-        return getattr(self, self._index_names[0]).device
 
     # --- the layer protocol used by algorithms (DESIGN decision 3) -------------------------------
     @property
@@ -64,7 +67,7 @@ class PackedSparseModule(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """Dense weight tensor (zeros where pruned); differentiable with respect to ``values``."""
         w = self._format().to_dense(self.values)
-        if getattr(self, "_dense_grad_armed", False) and w.requires_grad:
+        if self._dense_grad_armed and w.requires_grad:
             # this forward serves a dense-gradient request: keep dL/dW from the coming backward
             self._dense_grad_armed = self._dense_grad_request = False
             w.register_hook(self._keep_dense_grad)
@@ -102,13 +105,13 @@ class PackedSparseModule(nn.Module):
             self._set_format(fmt)
 
     def _use_dense(self, x: torch.Tensor) -> bool:
-        if getattr(self, "_dense_grad_request", False) and torch.is_grad_enabled():
+        if self._dense_grad_request and torch.is_grad_enabled():
             self._dense_grad_armed = True  # dense_weight() in this forward hooks the dense gradient
             return True
         if self.backend == "dense":
             return True
-        if x.device.type != "cpu":
-            if not getattr(self, "_warned_device", False):
+        if not x.is_cpu:
+            if not self._warned_device:
                 warnings.warn(f"{type(self).__name__}: sparse-cpu kernels need CPU tensors; input on {x.device} "
                               "runs the masked dense reference instead", stacklevel=3)
                 self._warned_device = True
