@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from sparsetrain.kernels.cpu import pad_batch_last, unpad_batch_first
+from sparsetrain.kernels.cpu import pad_batch_last, pad_planes, unpad_batch_first
 from sparsetrain.ops.common import batch_first, batch_last, taken, transposed
 
 
@@ -84,6 +84,31 @@ def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dty
     back = torch.empty_like(x)
     unpad_batch_first(dst.numpy(), base, cstride, wp, pt, pl, back.numpy())
     assert torch.equal(back, x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(b=st.integers(1, 6), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9), pt=st.integers(0, 2),
+       pb=st.integers(0, 2), pl=st.integers(0, 2), extra=st.integers(0, 3),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_pad_planes_matches_torch(b, c, h, w, pt, pb, pl, extra, dtype):
+    """Over-width planes: with ``frame`` every element of each (hp, wp) plane is written (the image at (pt, pl),
+    zeros elsewhere); without it only the image's positions are; nothing between or around the planes is touched."""
+    x = torch.randn(b, c, h, w, dtype=dtype)
+    hp, wp, base, gap = h + pt + pb, w + pl + extra, 4, 2
+    pstride = hp * wp + gap
+    want = torch.zeros(b * c, hp, wp, dtype=dtype)
+    want[:, pt:pt + h, pl:pl + w] = x.reshape(b * c, h, w)
+    for frame in (True, False):
+        dst = torch.full((base + b * c * pstride,), float("nan"), dtype=dtype)
+        pad_planes(x.numpy(), dst.numpy(), base, pstride, hp, wp, pt, pl, frame)
+        planes = dst[base:].view(b * c, pstride)
+        got = planes[:, :hp * wp].view(b * c, hp, wp)
+        if frame:
+            assert torch.equal(got, want)
+        else:
+            assert torch.equal(got[:, pt:pt + h, pl:pl + w], want[:, pt:pt + h, pl:pl + w])
+            assert got.isnan().sum() == b * c * (hp * wp - h * w)  # the frame left as it was
+        assert dst[:base].isnan().all() and planes[:, hp * wp:].isnan().all()
 
 
 @pytest.mark.parametrize("limit", [0, 10**9], ids=["gathered", "indexed"])

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, conv_forward_ow, pad_batch_last,
-                           sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, spmm_sddmm_same,
+                           pad_planes, sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, spmm_sddmm_same,
                            unpad_batch_first)
 from .common import (NO_INDEX, NP_DTYPES, batch_first, batch_last, check_conv_input, check_cpu_input, fused_parts,
                      np_empty, np_view, strided_tensor, taken, unviewed, values_in_order, zeros)
@@ -98,6 +98,9 @@ def padded_runs_input(x: torch.Tensor, geo: ConvGeometry, variant: str) -> tuple
         t[:, pt:pt + H, pl:pl + W, :] = x.permute(1, 2, 3, 0)
         return xp, 1, B, hp, wp
     xp = np_empty((B, C * hp * wp), x.dtype)
+    if x.is_contiguous():
+        pad_planes(np_view(x), xp.reshape(-1), 0, hp * wp, hp, wp, pt, pl, True)
+        return xp, B, 1, hp, wp
     t = torch.from_numpy(xp).view(B, C, hp, wp)
     _zero_frame(t, 2, 3, (pt, pb, pl, pr))
     t[:, :, pt:pt + H, pl:pl + W] = x
@@ -130,7 +133,10 @@ def runs_gradient(dy: torch.Tensor, plan: Plan, variant: str, wp: int, smax: int
             t[:, smax:smax + OH * wp * B].view(OC, OH, wp, B)[:, :, :OW, :] = dy.permute(1, 2, 3, 0)
     else:
         gy = _gradient_workspace(plan, (B, OC * lg), dy.dtype)
-        torch.from_numpy(gy).view(B, OC, lg)[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
+        if dy.is_contiguous():  # the workspace's frame is zero already: the interior rows only
+            pad_planes(np_view(dy), gy.reshape(-1), smax, lg, OH, wp, 0, 0, False)
+        else:
+            torch.from_numpy(gy).view(B, OC, lg)[:, :, smax:smax + OH * wp].view(B, OC, OH, wp)[..., :OW] = dy
     if need_db and db is None:
         db = dy.sum((0, 2, 3))
     return gy, db

@@ -205,3 +205,32 @@ def unpad_batch_first(src, base, cstride, wp, pt, pl, dst):
                 for i in range(np.uint64(wb)):
                     stage[o + i] = src[sb + i]
             _scatter_batch_first(stage, d, c * plane, image, plane, B)
+
+
+@njit(**JIT)
+def pad_planes(src, dst, base, pstride, hp, wp, pt, pl, frame):
+    """Copy every (H, W) plane of a C-contiguous (B, C, H, W) ``src`` into the flat ``dst``: plane ``i`` (image-major)
+    at ``base + i * pstride`` as (hp, wp) rows with ``src``'s rows at rows pt.., columns pl... With ``frame`` the rest
+    of each (hp, wp) plane is written as zeros in the same pass (a fresh buffer); without it only the interior is
+    written (a workspace whose frame is already zero). The over-width counterpart of ``pad_batch_last``: torch's
+    frame zeroing plus a strided slice copy took 2.5 ms on a 128x128x16x16 input here."""
+    B, C, H, W = src.shape
+    s = src.ravel()
+    plane = H * W
+    for i in prange(B * C):
+        d0 = base + i * pstride
+        s0 = i * plane
+        for r in range(hp):
+            row = np.uint64(d0 + r * wp)
+            h = r - pt
+            if h < 0 or h >= H:
+                if frame:
+                    _zero_run(dst, row, wp)
+                continue
+            if frame:
+                _zero_run(dst, row, pl)
+                _zero_run(dst, row + np.uint64(pl + W), wp - pl - W)
+            o = row + np.uint64(pl)
+            sr = np.uint64(s0 + h * W)
+            for j in range(np.uint64(W)):
+                dst[o + j] = s[sr + j]
