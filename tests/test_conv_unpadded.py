@@ -132,3 +132,20 @@ def test_weight_and_bias_gradient_split_by_image_or_by_row(threads, batch):
         compare(s, d, torch.randn(batch, 5, 6, 9, dtype=D))
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("tile", [4096, 40])
+def test_streamed_bands_and_fused_bias_gradient_over_row_tiles(monkeypatch, threads, tile):
+    """With a part of the images per thread the kernels stream each (image, row tile) band in first and the fused
+    backward sums the bias gradient tile by tile on the way: several tiles per plane, and more images than twice
+    the threads, so those paths (not the row-split ones) run."""
+    import sparsetrain.ops.conv as conv_op
+    monkeypatch.setattr(conv_op, "_SAME_TILE", tile)  # 40 elements: 4 rows of 10 per tile, 3 tiles a plane
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        s, d = make(6, 5, 3, 0.6, variant="over-width-unpadded", seed=tile + threads)
+        compare(s, d, torch.randn(5, 6, 11, 10, dtype=D, generator=torch.Generator().manual_seed(threads)))
+    finally:
+        torch.set_num_threads(before)
