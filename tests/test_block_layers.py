@@ -220,7 +220,7 @@ def test_bad_arguments():
         sparse(torch.randn(1, 8, 2, 2))
     lay = hrbp_random((8, 8, 3, 3), 0.5, groups=1)
     half = BlockSparseConv2d.from_dense(nn.Conv2d(8, 8, 3, dtype=torch.bfloat16), lay)
-    with pytest.raises(TypeError, match="CPU block kernels compute in torch.float32 or torch.float64"):
+    with pytest.raises(TypeError, match="CPU kernels compute in torch.float32 or torch.float64"):
         half(torch.randn(1, 8, 5, 5, dtype=torch.bfloat16))
     with pytest.raises(TypeError, match="not supported by the block layers"):
         BlockSparseConv2d.from_dense(nn.Conv2d(8, 8, 3, dtype=torch.complex64), lay)

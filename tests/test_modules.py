@@ -63,6 +63,17 @@ def test_to_float64_and_deepcopy():
     torch.testing.assert_close(copy.deepcopy(s)(torch.ones(1, 6, dtype=torch.float64)), s(torch.ones(1, 6, dtype=torch.float64)))
 
 
+@pytest.mark.parametrize("cls,dense", LAYERS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_converted_to_half_after_construction_is_refused_by_name(cls, dense, dtype):
+    layer = cls.from_dense(dense()).to(dtype)  # .half() skips from_dense's dtype check
+    x = torch.randn(2, 12, dtype=dtype) if cls is SparseLinear else torch.randn(2, 3, 5, 5, dtype=dtype)
+    with pytest.raises(TypeError, match=f"compute in torch.float32 or torch.float64, got {dtype}"):
+        layer(x)
+    layer.backend = "dense"  # the way out the message names
+    assert layer(x).dtype == dtype
+
+
 def test_set_mask_repacks():
     lin = nn.Linear(5, 4)
     s = SparseLinear.from_dense(lin)

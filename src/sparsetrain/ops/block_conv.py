@@ -181,9 +181,6 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
     ``variant``: ``"over-width"``, ``"batch-last"``, ``"runs"`` (stride 1) or None (``choose_block_variant``);
     ``plan`` caches the runs variant's offsets between calls (the layer owns it)."""
     check_cpu_input(x, values, "BlockSparseConv2d")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"BlockSparseConv2d: the CPU block kernels compute in torch.float32 or torch.float64, got "
-                        f"{x.dtype}; use a CUDA input (Triton kernels) or backend='dense'")
     check_conv_input(x, geo, "BlockSparseConv2d")
     if variant is None:
         variant = choose_block_variant(x, geo)

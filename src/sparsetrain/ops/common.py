@@ -9,13 +9,17 @@ from .threads import sync_threads
 
 
 def check_cpu_input(x: torch.Tensor, values: torch.Tensor, layer: str) -> None:
-    """The sparse CPU kernels need a CPU input of the weights' floating dtype."""
+    """The sparse CPU kernels need a CPU input of the weights' dtype, float32 or float64."""
     if x.device.type != "cpu":
         raise RuntimeError(f"{layer}: the sparse-cpu backend needs CPU tensors, got input on {x.device}; "
                            "use backend='dense' (or 'auto') on other devices")
     if x.dtype != values.dtype:
         raise TypeError(f"{layer}: input dtype {x.dtype} does not match weight dtype {values.dtype}; "
                         "convert the module with .to(dtype) or the input, nothing is downcast silently")
+    # a module converted after construction (.half(), .bfloat16()) reaches here; the kernels would fail inside numba
+    if x.dtype not in NP_DTYPES:
+        raise TypeError(f"{layer}: the CPU kernels compute in torch.float32 or torch.float64, got {x.dtype}; "
+                        "use a CUDA input (block layers' Triton kernels) or backend='dense'")
 
 
 def check_conv_input(x: torch.Tensor, geo, layer: str) -> None:
