@@ -158,6 +158,10 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
     if backend == "auto" and example_input is None:
         raise ValueError("backend='auto' needs example_input (a batch shaped like the training input) "
                          "to time each layer; or pass backend='sparse-cpu' or 'dense'")
+    layer_names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    unused = [pat for pat in exclude if not any(_matches(n, (pat,)) for n in layer_names)]
+    if unused:  # most likely a typo: the layer it meant to keep dense would be converted
+        warnings.warn(f"sparsify: exclude patterns {unused} match no nn.Linear/nn.Conv2d of the model", stacklevel=2)
     if masks is not None:
         unknown = set(masks) - {n for n, _ in model.named_modules()} - {n + ".weight" for n, _ in model.named_modules()}
         if unknown:
@@ -176,6 +180,10 @@ def sparsify(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, exa
             mask = given_layout.mask.to(module.weight.device)
         if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
             raise TypeError(f"masks[{name!r}] must have dtype torch.bool, got {mask.dtype}")
+        # before the sparsity test: a wrong-shaped mask is a bug to report, not a layer to skip quietly
+        if tuple(mask.shape) != tuple(module.weight.shape):
+            raise ValueError(f"masks[{name!r}] has shape {tuple(mask.shape)}, but the layer's weight has shape "
+                             f"{tuple(module.weight.shape)}")
         sparsity = 1.0 - float(mask.float().mean()) if mask.numel() else 0.0
         if sparsity < min_sparsity:
             continue
