@@ -18,7 +18,8 @@ import torch
 
 from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gather_columns_bl, gather_rows,
                                  gather_rows_bl, scatter_rows, scatter_rows_bl)
-from .common import batch_first, batch_last, check_conv_input, check_cpu_input, np_view, unviewed
+from .common import (batch_first, batch_last, check_conv_input, check_cpu_input, np_view, refuse_double_backward,
+                     unviewed)
 from .block_runs import BlockRunsConv2dFunction
 from .conv import ConvGeometry
 from .plan import Plan
@@ -105,6 +106,7 @@ class BlockConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        refuse_double_backward("BlockSparseConv2d")
         sync_threads()
         saved, values, rows, channels, cells, ch_ptr, ch_items = ctx.saved_tensors
         OH, OW = ctx.out_hw

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import check_conv_input
+from .common import check_conv_input, refuse_double_backward
 from .conv import ConvGeometry
 
 GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -61,6 +61,7 @@ class BlockConv2dTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        refuse_double_backward("BlockSparseConv2d")
         k = _kernels()
         x, values, rows, channels, cells = ctx.saved_tensors
         gy = gy.contiguous()

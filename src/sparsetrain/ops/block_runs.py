@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu.block_runs import block_sddmm_runs, block_spmm_runs
-from .common import np_empty, np_view, zeros
+from .common import np_empty, np_view, refuse_double_backward, zeros
 from .conv import _RUN_TILE, ConvGeometry, padded_runs_input, runs_gradient, runs_input_gradient, runs_output
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
@@ -66,6 +66,7 @@ class BlockRunsConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
+        refuse_double_backward("BlockSparseConv2d")
         xp, values, rows = ctx.saved_tensors
         xp, (hp, wp) = xp.numpy(), ctx.hw
         off, t_ptr, perm, offT, smax, lg = ctx.layout

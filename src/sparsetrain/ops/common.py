@@ -22,6 +22,14 @@ def check_cpu_input(x: torch.Tensor, values: torch.Tensor, layer: str) -> None:
                         "use a CUDA input (block layers' Triton kernels) or backend='dense'")
 
 
+def refuse_double_backward(layer: str) -> None:
+    """Raise when a backward runs with ``create_graph=True``: the kernels' gradients carry no graph, so second-order
+    terms through the layer would be missing without a word (a gradient penalty's weight gradient, say)."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{layer}: second-order gradients (backward with create_graph=True) are not supported by "
+                           "the sparse kernels; use backend='dense' for this layer")
+
+
 def check_conv_input(x: torch.Tensor, geo, layer: str) -> None:
     """A 4-D input whose spatial size leaves at least one output position for ``geo`` (a ConvGeometry)."""
     if x.dim() != 4:

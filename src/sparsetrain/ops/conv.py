@@ -11,7 +11,8 @@ from ..kernels.cpu import (conv_backward_bl, conv_backward_ow, conv_forward_bl, 
                            pad_planes, sddmm_runs, sddmm_same, spmm_runs, spmm_same, spmm_sddmm_runs, spmm_sddmm_same,
                            unpad_batch_first)
 from .common import (NO_INDEX, NP_DTYPES, batch_first, batch_last, check_conv_input, check_cpu_input, fused_parts,
-                     np_empty, np_view, strided_tensor, taken, unviewed, values_in_order, zeros)
+                     np_empty, np_view, refuse_double_backward, strided_tensor, taken, unviewed, values_in_order,
+                     zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
@@ -373,6 +374,7 @@ class SparseConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
+        refuse_double_backward("SparseConv2d")
         if ctx.same:
             xl, values, och = ctx.saved_tensors
             dx, dw, db = _backward_same(dy, xl, values, och, ctx.layout, ctx.variant, ctx.shape,

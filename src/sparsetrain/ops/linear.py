@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..kernels.cpu import sddmm_runs, spmm_runs, spmm_sddmm_runs
-from .common import (NO_INDEX, check_cpu_input, fused_parts, np_empty, np_view, strided_tensor, transposed,
-                     values_in_order, zeros)
+from .common import (NO_INDEX, check_cpu_input, fused_parts, np_empty, np_view, refuse_double_backward, strided_tensor,
+                     transposed, values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
 from .threads import sync_threads
 
@@ -53,6 +53,7 @@ class SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
+        refuse_double_backward("SparseLinear")
         xT, values, row_ptr = ctx.saved_tensors
         off, t_ptr, perm, offT = ctx.arrays
         K, B = xT.shape
