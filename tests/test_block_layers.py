@@ -55,7 +55,7 @@ GEOMETRIES = [
 ]
 
 
-VARIANTS = ["over-width", "batch-last", "runs"]
+VARIANTS = ["over-width", "batch-last", "runs", "tiled"]
 
 
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=str)
@@ -64,8 +64,8 @@ VARIANTS = ["over-width", "batch-last", "runs"]
 def test_conv_geometries(geo, batch, variant):
     geo = dict(geo)
     k = geo.pop("k")
-    if variant == "runs" and geo.get("stride", 1) != 1:
-        with pytest.raises(ValueError, match="variant 'runs' needs stride 1"):
+    if variant in ("runs", "tiled") and geo.get("stride", 1) != 1:
+        with pytest.raises(ValueError, match=f"variant '{variant}' needs stride 1"):
             conv_pair(12, 16, k, variant=variant, **geo)
         return
     sparse, dense = conv_pair(12, 16, k, variant=variant, **geo)
@@ -74,14 +74,14 @@ def test_conv_geometries(geo, batch, variant):
 
 @settings(max_examples=20, deadline=None)
 @given(cin=st.integers(1, 20), cout=st.sampled_from([4, 6, 12, 24]), h=st.integers(3, 11), w=st.integers(3, 11),
-       batch=st.sampled_from([1, 2, 3, 7]), stride=st.sampled_from([1, 2]), pad=st.sampled_from([0, 1]),
+       batch=st.sampled_from([1, 2, 3, 7, 16, 33]), stride=st.sampled_from([1, 2]), pad=st.sampled_from([0, 1]),
        density=st.sampled_from([0.05, 0.2, 0.4, 1.0]), groups=st.sampled_from([1, 2, 3]),
        mode=st.sampled_from(["random", "hrbp"]), variant=st.sampled_from(VARIANTS), seed=st.integers(0, 99))
 def test_conv_property(cin, cout, h, w, batch, stride, pad, density, groups, mode, variant, seed):
     if mode == "hrbp" and density == 1.0:
         density = 0.9  # random_mask needs sparsity in [0, 1)
-    if variant == "runs" and stride != 1:
-        variant = None  # runs needs stride 1; None picks a variant that can run it
+    if variant in ("runs", "tiled") and stride != 1:
+        variant = None  # these need stride 1; None picks a variant that can run it
     sparse, dense = conv_pair(cin, cout, 3, density, groups, seed, layout_fn=mode, variant=variant, stride=stride,
                               padding=pad)
     compare_block(sparse, dense, torch.randn(batch, cin, h, w, dtype=D))
@@ -113,9 +113,11 @@ def test_chained_batch_last_layers_and_default_variant():
     yd.square().sum().backward()
     torch.testing.assert_close(xs.grad, xd.grad)
     from sparsetrain.ops.block_conv import choose_block_variant
-    assert choose_block_variant(x, b.geometry) == "batch-last"
-    assert choose_block_variant(torch.randn(2, 16, 32, 32), b.geometry) == "runs"
+    assert choose_block_variant(x, b.geometry) == "batch-last"  # batch 9: the tiles would be half padding
+    assert choose_block_variant(torch.randn(16, 16, 8, 8), b.geometry) == "tiled"
+    assert choose_block_variant(torch.randn(32, 16, 32, 32), b.geometry) == "runs"
     strided = conv_pair(16, 16, 3, 0.3, 2, stride=2, padding=1)[0]
+    assert choose_block_variant(torch.randn(8, 16, 16, 16), strided.geometry) == "batch-last"
     assert choose_block_variant(torch.randn(2, 16, 32, 32), strided.geometry) == "over-width"
 
 
@@ -224,3 +226,42 @@ def test_bad_arguments():
         half(torch.randn(1, 8, 5, 5, dtype=torch.bfloat16))
     with pytest.raises(TypeError, match="not supported by the block layers"):
         BlockSparseConv2d.from_dense(nn.Conv2d(8, 8, 3, dtype=torch.complex64), lay)
+
+
+@pytest.mark.parametrize("batch", [16, 9, 40])
+def test_tiled_variant_chained_views_and_padded_batches(batch):
+    """Two tiled layers: the first's output and the second's dX are batch-last views read without copies (with
+    batch padding, views of the first ``batch`` images); a batch that is not a multiple of 16 is padded with zero
+    images and gives the same values. A leaf input gets a contiguous .grad. Against dense autograd."""
+    a, da = conv_pair(8, 16, 3, 0.3, 2, variant="tiled", padding=1)
+    b, db = conv_pair(16, 12, 3, 0.3, 4, seed=1, variant="tiled", padding=(0, 1), dilation=(1, 2))
+    with torch.no_grad():
+        da.weight.mul_(a.mask())
+        db.weight.mul_(b.mask())
+    x = torch.randn(batch, 8, 7, 6, dtype=D)
+    xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    seen = []
+    hs = a(xs)
+    assert hs.permute(1, 2, 3, 0).is_contiguous() == (batch % 16 == 0)
+    hs.register_hook(seen.append)
+    ys, yd = b(torch.relu(hs)), db(torch.relu(da(xd)))
+    torch.testing.assert_close(ys, yd)
+    ys.square().sum().backward()
+    yd.square().sum().backward()
+    assert xs.grad.is_contiguous() and seen[0].stride()[0] == 1  # batch-last all the way down
+    torch.testing.assert_close(xs.grad, xd.grad)
+    torch.testing.assert_close(a.values.grad, a.layout.gather(da.weight.grad))
+    torch.testing.assert_close(b.values.grad, b.layout.gather(db.weight.grad))
+    torch.testing.assert_close(b.bias.grad, db.bias.grad)
+
+
+@pytest.mark.parametrize("dtype", [D, torch.float32])
+@pytest.mark.parametrize("rows,cin,k,batch", [(3, 5, 3, 16), (1, 2, 1, 80), (5, 7, (1, 3), 144), (6, 3, (2, 2), 64)])
+def test_tiled_variant_tile_tails(rows, cin, k, batch, dtype):
+    """Block rows and widths that are not a multiple of the four-wide register tile, 64-lane and 16-lane tiles
+    (batch 80: one wide tile and one narrow), with and without an input gradient, in both dtypes."""
+    sparse, dense = conv_pair(cin, 2 * rows, k, 0.4, 2, dtype=dtype, variant="tiled", padding="same")
+    assert sparse.layout.block_shape[0] == rows
+    tol = {} if dtype == D else dict(rtol=1e-4, atol=1e-3)  # float32 dW: sums of ~6000 products
+    compare_block(sparse, dense, torch.randn(batch, cin, 7, 6, dtype=dtype), **tol)
+    compare_block(sparse, dense, torch.randn(batch, cin, 5, 5, dtype=dtype), needs_x_grad=False, **tol)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..masks import hrbp_random, random_mask
 from ..nn import BlockSparseConv2d, SparseConv2d
-from ..ops.block_conv import BLOCK_VARIANTS
+from ..ops.block_conv import BLOCK_VARIANTS, STRIDE1_VARIANTS
 from .layers import ForeignLoad, _seed, _usable_cores, machine_header
 
 # (name, C_I, C_O, H=W, stride) of the distinct 3x3 convs after the first layer
@@ -83,7 +83,7 @@ def build(shape, sparsity: float, batch: int, device: torch.device, groups: int,
     layout = hrbp_random(dense.weight.shape, density, groups=groups, generator=gen)
     impls = [("dense", dense)]
     for v in variants:
-        if v == "runs" and stride != 1:
+        if v in STRIDE1_VARIANTS and stride != 1:
             continue
         impls.append(("hrbp" if v is None else f"hrbp/{v}", BlockSparseConv2d.from_dense(dense, layout, variant=v)))
     if device.type == "cpu":

@@ -9,7 +9,7 @@ from torch.nn.modules.utils import _pair
 
 from ..formats import BlockLayout
 from ..ops import ConvGeometry
-from ..ops.block_conv import BLOCK_VARIANTS, block_conv2d, channel_items
+from ..ops.block_conv import BLOCK_VARIANTS, STRIDE1_VARIANTS, block_conv2d, channel_items
 from ..ops.plan import Plan
 from .base import PackedSparseModule, check_backend, dense_conv, dense_linear
 from .sparse_conv import Padding, explicit_padding
@@ -113,8 +113,8 @@ class BlockSparseConv2d(_BlockModule):
         self.padding_mode, self.padding, self.groups = conv.padding_mode, padding, 1
         pads = explicit_padding(padding, self.kernel_size, self.dilation, self.stride)
         self.geometry = ConvGeometry(self.stride, pads, self.dilation, 1, self.kernel_size)
-        if variant == "runs" and self.stride != (1, 1):
-            raise ValueError(f"variant 'runs' needs stride 1, got stride={self.stride}; use 'over-width', "
+        if variant in STRIDE1_VARIANTS and self.stride != (1, 1):
+            raise ValueError(f"variant {variant!r} needs stride 1, got stride={self.stride}; use 'over-width', "
                              "'batch-last' or None")
         self.backend = check_backend(backend, BLOCK_BACKENDS)
         self._install(_layout_for(conv.weight, layout), conv.weight)

@@ -21,12 +21,14 @@ from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gath
 from .common import (batch_first, batch_last, check_conv_input, check_cpu_input, np_view, refuse_double_backward,
                      unviewed)
 from .block_runs import BlockRunsConv2dFunction
+from .block_tiles import BlockTilesConv2dFunction
 from .conv import ConvGeometry
 from .plan import Plan
 from .threads import sync_threads
 
 CHUNK_BYTES = 2 << 20  # column-matrix bytes per chunk: small chunks stay in cache between gather and GEMM
-BLOCK_VARIANTS = ("over-width", "batch-last", "runs")
+BLOCK_VARIANTS = ("over-width", "batch-last", "runs", "tiled")
+STRIDE1_VARIANTS = ("runs", "tiled")  # implicit GEMM over contiguous runs: stride 1 only
 
 
 def channel_items(channels: torch.Tensor, p: int, n_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,17 +163,23 @@ class BlockConv2dFunction(torch.autograd.Function):
 
 
 def block_variants(geo: ConvGeometry) -> tuple[str, ...]:
-    """The CPU variants that can run ``geo``: ``"runs"`` needs stride 1."""
-    return BLOCK_VARIANTS if geo.stride == (1, 1) else BLOCK_VARIANTS[:2]
+    """The CPU variants that can run ``geo``: ``"runs"`` and ``"tiled"`` need stride 1."""
+    return BLOCK_VARIANTS if geo.stride == (1, 1) else tuple(v for v in BLOCK_VARIANTS if v not in STRIDE1_VARIANTS)
 
 
 def choose_block_variant(x: torch.Tensor, geo: ConvGeometry) -> str:
-    """Without timing: batch-last when output rows are short (< 16) and the batch gives runs of at least 8; else
-    runs for stride 1 (no column matrix) and over-width otherwise."""
+    """Without timing (measured on VGG-19's layers, docs/hrbp.md): for stride 1, the batch-last register tiles on
+    maps narrower than 32 with a batch of at least 16 (a smaller one would be mostly padding lanes); else batch-last
+    when output rows are short (< 16) and the batch gives runs of at least 8; else runs over the width for stride 1
+    (no column matrix) and over-width otherwise."""
     _, ow = geo.out_size(x.shape[-2], x.shape[-1])
-    if ow < 16 and x.shape[0] >= 8:
+    batch = x.shape[0] if x.dim() == 4 else 1
+    stride1 = geo.stride == (1, 1)
+    if stride1 and ow < 32 and batch >= 16:
+        return "tiled"
+    if ow < 16 and batch >= 8:
         return "batch-last"
-    return "runs" if geo.stride == (1, 1) else "over-width"
+    return "runs" if stride1 else "over-width"
 
 
 def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor,
@@ -180,7 +188,8 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
                  plan: Plan | None = None) -> torch.Tensor:
     """HRBP block conv2d on the CPU (groups == 1); input (B, C, H, W), values (t, R, c*p).
 
-    ``variant``: ``"over-width"``, ``"batch-last"``, ``"runs"`` (stride 1) or None (``choose_block_variant``);
+    ``variant``: ``"over-width"``, ``"batch-last"``, ``"runs"`` or ``"tiled"`` (stride 1) or None
+    (``choose_block_variant``);
     ``plan`` caches the runs variant's offsets between calls (the layer owns it)."""
     check_cpu_input(x, values, "BlockSparseConv2d")
     check_conv_input(x, geo, "BlockSparseConv2d")
@@ -192,7 +201,10 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
     if variant == "runs" and x.shape[0] > 0:
         return BlockRunsConv2dFunction.apply(x, values, bias, rows, channels, cells, geo, out_channels,
                                              Plan() if plan is None else plan)
-    if variant == "runs":
+    if variant == "tiled" and x.shape[0] > 0:
+        return BlockTilesConv2dFunction.apply(x, values, bias, rows, channels, cells, geo, out_channels,
+                                              Plan() if plan is None else plan, x.is_leaf and x.requires_grad)
+    if variant in STRIDE1_VARIANTS:
         variant = "over-width"  # an empty batch: nothing to stream
     return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels,
                                      variant, x.is_leaf and x.requires_grad)

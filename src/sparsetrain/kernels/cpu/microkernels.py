@@ -1,0 +1,224 @@
+"""Register-tiled multiply-add micro-kernels for numba, written as LLVM vector IR.
+
+numba's loop vectoriser keeps a kernel's accumulator in memory: every sweep over a few weights loads and stores
+the output run again, and every loaded input value feeds one output. These intrinsics keep a whole tile of
+accumulators in vector registers for the entire reduction, so each loaded vector of one operand feeds four
+outputs (rows or columns of the tile) and nothing is stored until the end. They serve the HRBP block
+convolution on batch-last data (``block_tiles.py``), where a block's rows share every input stream and the
+vectorised dimension (the batch) is contiguous and a multiple of the vector length.
+
+Every intrinsic works on 1-D C-contiguous arrays of one float dtype and ``LANES``-element vectors, with
+element offsets that the caller keeps in bounds (unchecked, as in ``simd.tile8``). A tile narrower than four
+(the last rows or columns of a block) repeats its last row or column: the repeated lanes compute the same
+values and store them to the same place (the input-gradient tile adds zeros instead). No torch import here.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANES = 16  # elements per vector: one AVX-512 register of float32 (LLVM splits it on narrower targets)
+TILE = 4  # rows (forward, dW) or columns (dX, dW) of the register tile
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+def _const(v: int) -> ir.Constant:
+    return ir.Constant(_I64, v)
+
+
+def _vector(context, dtype) -> tuple[ir.Type, ir.VectorType, int]:
+    elem = context.get_data_type(dtype)
+    return elem, ir.VectorType(elem, LANES), dtype.bitwidth // 8
+
+
+def _splat(builder, vec: ir.VectorType, value):
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+def _data(context, builder, ty, arr):
+    return context.make_array(ty)(context, builder, arr).data
+
+
+def _vptr(builder, data, index, vec: ir.VectorType):
+    return builder.bitcast(cgutils.gep(builder, data, index), vec.as_pointer())
+
+
+def _at(builder, data, index):
+    return builder.load(cgutils.gep(builder, data, index))
+
+
+def _clamped(builder, i: int, n, base):
+    """base + min(i, n - 1): the tile's i-th row or column, repeating the last valid one."""
+    return builder.add(base, builder.select(builder.icmp_signed("<", _const(i), n), _const(i), builder.sub(n, _const(1))))
+
+
+def _fma(builder, vec: ir.VectorType, bits: int):
+    fnty = ir.FunctionType(vec, [vec, vec, vec])
+    return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.v{LANES}f{bits}")
+
+
+def _loop(builder, start, stop, step: int, carried: list, body) -> list:
+    """A counted loop ``for i in range(start, stop, step)`` whose ``carried`` values live in registers (phi nodes);
+    ``body(i, values)`` emits one iteration and returns the next values. Returns the values after the loop."""
+    fn = builder.function
+    pre = builder.block
+    head, inner, done = fn.append_basic_block("mk.head"), fn.append_basic_block("mk.body"), fn.append_basic_block("mk.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    i.add_incoming(start, pre)
+    phis = []
+    for value in carried:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, pre)
+        phis.append(phi)
+    builder.cbranch(builder.icmp_signed("<", i, stop), inner, done)
+    builder.position_at_end(inner)
+    nxt = body(i, phis)
+    i.add_incoming(builder.add(i, _const(step)), builder.block)
+    for phi, value in zip(phis, nxt):
+        phi.add_incoming(value, builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return phis
+
+
+def _make_rows_tile(nv: int):
+    @intrinsic
+    def rows_tile(typingctx, w, wbase, K, nr, x, xoff, xbase, y, ids, r0, ystride, ybase, bias):
+        """Forward tile, TILE rows x nv*LANES lanes: for i < TILE (rows r = r0 + min(i, nr - 1)),
+        y[ids[r]*ystride + ybase + l] = bias[ids[r]] + sum_{k<K} w[wbase + r*K + k] * x[xoff[k] + xbase + l]."""
+        sig = types.void(w, types.int64, types.int64, types.int64, x, xoff, types.int64, y, ids, types.int64,
+                         types.int64, types.int64, bias)
+
+        def codegen(context, builder, signature, args):
+            a_w, v_wb, v_k, v_nr, a_x, a_xo, v_xb, a_y, a_ids, v_r0, v_ys, v_yb, a_b = args
+            elem, vec, align = _vector(context, signature.args[0].dtype)
+            fma = _fma(builder, vec, signature.args[0].dtype.bitwidth)
+            wd, xd, xo, yd, idd, bd = (_data(context, builder, signature.args[i], a) for i, a in
+                                       ((0, a_w), (4, a_x), (5, a_xo), (7, a_y), (8, a_ids), (12, a_b)))
+            rows = [_clamped(builder, i, v_nr, v_r0) for i in range(TILE)]
+            wrow = [builder.add(v_wb, builder.mul(r, v_k)) for r in rows]
+            ids_ = [_at(builder, idd, r) for r in rows]
+            zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * LANES)
+
+            def body(k, acc):
+                o = builder.add(_at(builder, xo, k), v_xb)
+                xv = [builder.load(_vptr(builder, xd, builder.add(o, _const(v * LANES)), vec), align=align)
+                      for v in range(nv)]
+                out = []
+                for i in range(TILE):
+                    wv = _splat(builder, vec, _at(builder, wd, builder.add(wrow[i], k)))
+                    out += [builder.call(fma, [wv, xv[v], acc[i * nv + v]]) for v in range(nv)]
+                return out
+
+            acc = _loop(builder, _const(0), v_k, 1, [zero] * (TILE * nv), body)
+            for i in range(TILE):
+                bv = _splat(builder, vec, _at(builder, bd, ids_[i]))
+                base = builder.add(builder.mul(ids_[i], v_ys), v_yb)
+                for v in range(nv):
+                    builder.store(builder.fadd(acc[i * nv + v], bv),
+                                  _vptr(builder, yd, builder.add(base, _const(v * LANES)), vec), align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return rows_tile
+
+
+def _make_cols_tile(nv: int, ncols: int = TILE):
+    @intrinsic
+    def cols_tile(typingctx, w, wbase, K, R, k0, nk, gy, goff, gbase, dx, xoff, xbase):
+        """Input-gradient tile, TILE columns x nv*LANES lanes: for j < nk (column k = k0 + j),
+        dx[xoff[k] + xbase + l] += sum_{r<R} w[wbase + r*K + k] * gy[goff[r] + gbase + l]."""
+        sig = types.void(w, types.int64, types.int64, types.int64, types.int64, types.int64, gy, goff, types.int64,
+                         dx, xoff, types.int64)
+
+        def codegen(context, builder, signature, args):
+            a_w, v_wb, v_k, v_r, v_k0, v_nk, a_g, a_go, v_gb, a_dx, a_xo, v_xb = args
+            elem, vec, align = _vector(context, signature.args[0].dtype)
+            fma = _fma(builder, vec, signature.args[0].dtype.bitwidth)
+            wd, gd, go, dd, xo = (_data(context, builder, signature.args[i], a) for i, a in
+                                  ((0, a_w), (6, a_g), (7, a_go), (9, a_dx), (10, a_xo)))
+            cols = [_clamped(builder, j, v_nk, v_k0) for j in range(ncols)]
+            live = [builder.icmp_signed("<", _const(j), v_nk) for j in range(ncols)]
+            zero_e = ir.Constant(elem, 0.0)
+            zero = ir.Constant(vec, [zero_e] * LANES)
+
+            def body(r, acc):
+                o = builder.add(_at(builder, go, r), v_gb)
+                gv = [builder.load(_vptr(builder, gd, builder.add(o, _const(v * LANES)), vec), align=align)
+                      for v in range(nv)]
+                wr = builder.add(v_wb, builder.mul(r, v_k))
+                out = []
+                for j in range(ncols):  # a repeated column adds zeros: its weight is taken as 0
+                    wj = builder.select(live[j], _at(builder, wd, builder.add(wr, cols[j])), zero_e)
+                    wv = _splat(builder, vec, wj)
+                    out += [builder.call(fma, [wv, gv[v], acc[j * nv + v]]) for v in range(nv)]
+                return out
+
+            acc = _loop(builder, _const(0), v_r, 1, [zero] * (ncols * nv), body)
+            for j in range(ncols):
+                base = builder.add(_at(builder, xo, cols[j]), v_xb)
+                for v in range(nv):
+                    p = _vptr(builder, dd, builder.add(base, _const(v * LANES)), vec)
+                    builder.store(builder.fadd(builder.load(p, align=align), acc[j * nv + v]), p, align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return cols_tile
+
+
+@intrinsic
+def dot_tile(typingctx, gy, goff, r0, nr, x, xoff, k0, nk, nrows, rowlen, gstride, xstride, dw, dwbase, K):
+    """Weight-gradient tile, TILE x TILE dot products over ``nrows`` rows of ``rowlen`` contiguous elements
+    (a multiple of LANES): for rows r = r0 + min(i, nr - 1) and columns k = k0 + min(j, nk - 1),
+    dw[dwbase + r*K + k] = sum_{h<nrows} sum_{q<rowlen} gy[goff[r] + h*gstride + q] * x[xoff[k] + h*xstride + q]."""
+    sig = types.void(gy, goff, types.int64, types.int64, x, xoff, types.int64, types.int64, types.int64, types.int64,
+                     types.int64, types.int64, dw, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        a_g, a_go, v_r0, v_nr, a_x, a_xo, v_k0, v_nk, v_rows, v_len, v_gs, v_xs, a_dw, v_db, v_k = args
+        elem, vec, align = _vector(context, signature.args[0].dtype)
+        fma = _fma(builder, vec, signature.args[0].dtype.bitwidth)
+        gd, go, xd, xo, dd = (_data(context, builder, signature.args[i], a) for i, a in
+                              ((0, a_g), (1, a_go), (4, a_x), (5, a_xo), (12, a_dw)))
+        rows = [_clamped(builder, i, v_nr, v_r0) for i in range(TILE)]
+        cols = [_clamped(builder, j, v_nk, v_k0) for j in range(TILE)]
+        gbase = [_at(builder, go, r) for r in rows]
+        xbase = [_at(builder, xo, k) for k in cols]
+        zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * LANES)
+
+        def row(h, acc):
+            gb = [builder.add(b, builder.mul(h, v_gs)) for b in gbase]
+            xb = [builder.add(b, builder.mul(h, v_xs)) for b in xbase]
+
+            def lanes(q, acc):
+                gv = [builder.load(_vptr(builder, gd, builder.add(b, q), vec), align=align) for b in gb]
+                xv = [builder.load(_vptr(builder, xd, builder.add(b, q), vec), align=align) for b in xb]
+                return [builder.call(fma, [gv[i], xv[j], acc[i * TILE + j]]) for i in range(TILE) for j in range(TILE)]
+
+            return _loop(builder, _const(0), v_len, LANES, acc, lanes)
+
+        acc = _loop(builder, _const(0), v_rows, 1, [zero] * (TILE * TILE), row)
+        bits = signature.args[0].dtype.bitwidth
+        reduce_ = cgutils.get_or_insert_function(builder.module, ir.FunctionType(elem, [elem, vec]),
+                                                 f"llvm.vector.reduce.fadd.v{LANES}f{bits}")
+        for i in range(TILE):
+            wrow = builder.add(v_db, builder.mul(rows[i], v_k))
+            for j in range(TILE):
+                s = builder.call(reduce_, [ir.Constant(elem, 0.0), acc[i * TILE + j]], fastmath=("reassoc", "nsz"))
+                builder.store(s, cgutils.gep(builder, dd, builder.add(wrow, cols[j])))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+rows_tile_wide = _make_rows_tile(4)  # TILE rows x 64 lanes
+rows_tile = _make_rows_tile(1)  # TILE rows x 16 lanes
+cols_tile_wide = _make_cols_tile(4)
+cols_tile = _make_cols_tile(1)
