@@ -93,7 +93,7 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         vals = np_view(values)
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dxp = np.zeros(xp.shape[1], vals.dtype)
+            dxp = np_empty(xp.shape[1], dy.dtype)  # zeroed by the kernel, in parallel
             if ctx.leaf_input:  # a leaf's .grad must be contiguous
                 full = torch.empty(B, C, H, W, dtype=dy.dtype)
                 dx = full[:B0]

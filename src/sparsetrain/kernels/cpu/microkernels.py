@@ -177,7 +177,8 @@ def _make_cols_tile(nv: int, ncols: int = TILE):
 def dot_tile(typingctx, gy, goff, r0, nr, x, xoff, k0, nk, nrows, rowlen, gstride, xstride, dw, dwbase, K):
     """Weight-gradient tile, TILE x TILE dot products over ``nrows`` rows of ``rowlen`` contiguous elements
     (a multiple of LANES): for rows r = r0 + min(i, nr - 1) and columns k = k0 + min(j, nk - 1),
-    dw[dwbase + r*K + k] = sum_{h<nrows} sum_{q<rowlen} gy[goff[r] + h*gstride + q] * x[xoff[k] + h*xstride + q]."""
+    dw[dwbase + r*K + k] += sum_{h<nrows} sum_{q<rowlen} gy[goff[r] + h*gstride + q] * x[xoff[k] + h*xstride + q]
+    (a repeated row or column adds its sum once: the duplicates' sums are added to a copy that is stored last)."""
     sig = types.void(gy, goff, types.int64, types.int64, x, xoff, types.int64, types.int64, types.int64, types.int64,
                      types.int64, types.int64, dw, types.int64, types.int64)
 
@@ -208,11 +209,18 @@ def dot_tile(typingctx, gy, goff, r0, nr, x, xoff, k0, nk, nrows, rowlen, gstrid
         bits = signature.args[0].dtype.bitwidth
         reduce_ = cgutils.get_or_insert_function(builder.module, ir.FunctionType(elem, [elem, vec]),
                                                  f"llvm.vector.reduce.fadd.v{LANES}f{bits}")
+        # all loads before any store: a repeated (clamped) entry then reads the same old value and stores the
+        # same new one, instead of adding its sum twice
+        ptrs, sums = [], []
         for i in range(TILE):
             wrow = builder.add(v_db, builder.mul(rows[i], v_k))
             for j in range(TILE):
-                s = builder.call(reduce_, [ir.Constant(elem, 0.0), acc[i * TILE + j]], fastmath=("reassoc", "nsz"))
-                builder.store(s, cgutils.gep(builder, dd, builder.add(wrow, cols[j])))
+                ptr = cgutils.gep(builder, dd, builder.add(wrow, cols[j]))
+                total = builder.call(reduce_, [ir.Constant(elem, 0.0), acc[i * TILE + j]], fastmath=("reassoc", "nsz"))
+                ptrs.append(ptr)
+                sums.append(builder.fadd(builder.load(ptr), total))
+        for ptr, value in zip(ptrs, sums):
+            builder.store(value, ptr)
         return context.get_dummy_value()
 
     return sig, codegen
