@@ -6,11 +6,11 @@ input channel at one kernel cell) for output pixel (oh, ow) is the contiguous ru
 is the start of block row r's output channel. B must be a multiple of ``LANES`` (the op pads the batch).
 
 * ``block_fwd_tiles``  y = bias + W_g @ X_g per (lane tile, group, pixel) task; four rows share each input load.
-* ``block_dx_tiles``   dxp[off[g,k] + pixel + l] = sum over g, r of W_g[r, k] * gy[goff[g,r] + pixel + l]; four columns share
-  each gradient load. Parallel over lane tiles only: every task owns its images, so no two tasks add to the same
-  place (the same input value is read by several groups, pixels and cells).
-* ``block_dw_tiles``   dW_g[r, k] = sum over pixels and images of gy * x, four rows by four columns per task; each
-  task owns its entries of dW.
+* ``block_dx_tiles``   dxp[off[g,k] + pixel + l] = sum over g, r of W_g[r, k] * gy[goff[g,r] + pixel + l]; four
+  columns share each gradient load. Parallel over lane tiles only: every task owns its images, so no two tasks
+  add to the same place (the same input value is read by several groups, pixels and cells).
+* ``block_dw_tiles``   dW_g[r, k] = sum over pixels and images of gy * x in 4 x 4 register tiles; a task owns four
+  rows of one block.
 
 Every task runs ``microkernels`` tiles, whose accumulators stay in registers for a whole reduction. Why this
 layout: the block rows of HRBP share their input streams, so a register tile of rows multiplies each loaded
@@ -25,7 +25,7 @@ from .microkernels import LANES, TILE, cols_tile, cols_tile_wide, dot_tile, rows
 from .runs import JIT
 
 WIDE = TILE * LANES  # lanes of the wide tiles
-DW_ROWS = 4  # output rows per chunk of the dW reduction on maps taller than 8 (measured: 1.17x on 16x16, 0.92-1.0x on 8x8)
+DW_ROWS = 4  # output rows per dW chunk on maps taller than 8 (measured 1.17-1.21x on 16x16, level on 8x8)
 
 
 @njit(**JIT)
@@ -94,9 +94,9 @@ def block_dx_tiles(gy, goff, vals, off, dxp, OH, OW, wp, B, wide):
 @njit(**JIT)
 def block_dw_tiles(gy, goff, xp, off, dw, OH, OW, wp, B):
     """Weight gradient of the blocks, ``dw`` (t, R, K) overwritten. A task owns four rows of one block and walks the
-    output rows in chunks of ``DW_ROWS`` (the whole map up to 8 rows): the chunk of its four gradient rows stays in cache while every column
-    tile of the block reads its input rows against it (a task per 4 x 4 tile re-read the gradient rows from L3
-    for every column tile)."""
+    output rows in chunks of ``DW_ROWS`` (the whole map up to 8 rows): the chunk of its four gradient rows stays in
+    cache while every column tile of the block reads its input rows against it (a task per 4 x 4 tile re-read the
+    gradient rows from L3 for every column tile)."""
     t, R, K = dw.shape
     d = dw.ravel()
     nrb = (R + TILE - 1) // TILE

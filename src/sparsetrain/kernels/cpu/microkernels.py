@@ -54,7 +54,8 @@ def _at(builder, data, index):
 
 def _clamped(builder, i: int, n, base):
     """base + min(i, n - 1): the tile's i-th row or column, repeating the last valid one."""
-    return builder.add(base, builder.select(builder.icmp_signed("<", _const(i), n), _const(i), builder.sub(n, _const(1))))
+    inside = builder.icmp_signed("<", _const(i), n)
+    return builder.add(base, builder.select(inside, _const(i), builder.sub(n, _const(1))))
 
 
 def _fma(builder, vec: ir.VectorType, bits: int):
@@ -67,7 +68,7 @@ def _loop(builder, start, stop, step: int, carried: list, body) -> list:
     ``body(i, values)`` emits one iteration and returns the next values. Returns the values after the loop."""
     fn = builder.function
     pre = builder.block
-    head, inner, done = fn.append_basic_block("mk.head"), fn.append_basic_block("mk.body"), fn.append_basic_block("mk.done")
+    head, inner, done = (fn.append_basic_block(name) for name in ("mk.head", "mk.body", "mk.done"))
     builder.branch(head)
     builder.position_at_end(head)
     i = builder.phi(_I64)
