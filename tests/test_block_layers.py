@@ -228,11 +228,11 @@ def test_bad_arguments():
         BlockSparseConv2d.from_dense(nn.Conv2d(8, 8, 3, dtype=torch.complex64), lay)
 
 
-@pytest.mark.parametrize("batch", [16, 9, 40])
+@pytest.mark.parametrize("batch", [16, 9, 40, 12])
 def test_tiled_variant_chained_views_and_padded_batches(batch):
     """Two tiled layers: the first's output and the second's dX are batch-last views read without copies (with
-    batch padding, views of the first ``batch`` images); a batch that is not a multiple of 16 is padded with zero
-    images and gives the same values. A leaf input gets a contiguous .grad. Against dense autograd."""
+    batch padding, views of the first ``batch`` images); a batch that is not a multiple of the vector is padded with
+    zero images and gives the same values. A leaf input gets a contiguous .grad. Against dense autograd."""
     a, da = conv_pair(8, 16, 3, 0.3, 2, variant="tiled", padding=1)
     b, db = conv_pair(16, 12, 3, 0.3, 4, seed=1, variant="tiled", padding=(0, 1), dilation=(1, 2))
     with torch.no_grad():
@@ -242,7 +242,8 @@ def test_tiled_variant_chained_views_and_padded_batches(batch):
     xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
     seen = []
     hs = a(xs)
-    assert hs.permute(1, 2, 3, 0).is_contiguous() == (batch % 16 == 0)
+    from sparsetrain.kernels.cpu.microkernels import LANES
+    assert hs.permute(1, 2, 3, 0).is_contiguous() == (batch % LANES == 0)
     hs.register_hook(seen.append)
     ys, yd = b(torch.relu(hs)), db(torch.relu(da(xd)))
     torch.testing.assert_close(ys, yd)

@@ -5,7 +5,7 @@ The input is zero-padded batch-last once, (C, hp, wp, B), and kept for dW; each 
 ``kernels/cpu/block_tiles.py`` kernel whose register tiles multiply every loaded run of images by four block rows
 (forward), four block columns (dX) or four by four (dW). No column matrix is gathered and nothing is scattered: the
 output is written batch-last in place and returned as a (B, C_O, OH, OW) view, so a following batch-last layer reads
-it without a copy. The kernels need the batch to be a multiple of 16 (one vector): another batch is padded with
+it without a copy. The kernels need the batch to be a multiple of one vector (``LANES``): another batch is padded with
 zero images here (a copy of the input, then the first B outputs are returned). Same maths as ``block_conv.py``.
 """
 from __future__ import annotations

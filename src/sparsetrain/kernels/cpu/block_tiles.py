@@ -3,14 +3,15 @@
 Layout: the input is zero-padded batch-last, ``xp`` (C, hp, wp, B) flat, so block column ``k`` of group ``g`` (its
 input channel at one kernel cell) for output pixel (oh, ow) is the contiguous run of B images at
 ``off[g, k] + (oh*wp + ow)*B``. The output and its gradient are compact batch-last (C_O, OH, OW, B); ``goff[g, r]``
-is the start of block row r's output channel. B must be a multiple of ``LANES`` (the op pads the batch).
+is the start of block row r's output channel. B must be a multiple of ``LANES`` (16 with AVX-512, else 8; the op
+pads the batch).
 
 * ``block_fwd_tiles``  y = bias + W_g @ X_g per (lane tile, group, pixel) task; four rows share each input load.
 * ``block_dx_tiles``   dxp[off[g,k] + pixel + l] = sum over g, r of W_g[r, k] * gy[goff[g,r] + pixel + l]; four
   columns share each gradient load. Parallel over lane tiles only: every task owns its images, so no two tasks
   add to the same place (the same input value is read by several groups, pixels and cells).
-* ``block_dw_tiles``   dW_g[r, k] = sum over pixels and images of gy * x in 4 x 4 register tiles; a task owns four
-  rows of one block.
+* ``block_dw_tiles``   dW_g[r, k] = sum over pixels and images of gy * x in 4 x ``DOT_COLS`` register tiles; a task
+  owns four rows of one block.
 
 Every task runs ``microkernels`` tiles, whose accumulators stay in registers for a whole reduction. Why this
 layout: the block rows of HRBP share their input streams, so a register tile of rows multiplies each loaded
@@ -21,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .microkernels import LANES, TILE, cols_tile, cols_tile_wide, dot_tile, rows_tile, rows_tile_wide
+from .microkernels import DOT_COLS, LANES, TILE, WIDE_NV, cols_tile, cols_tile_wide, dot_tile, rows_tile, rows_tile_wide
 from .runs import JIT
 
-WIDE = TILE * LANES  # lanes of the wide tiles
+WIDE = WIDE_NV * LANES  # lanes of the wide tiles
 DW_ROWS = 4  # output rows per dW chunk on maps taller than 8 (measured 1.17-1.21x on 16x16, level on 8x8)
 
 
@@ -62,8 +63,8 @@ def block_fwd_tiles(xp, off, vals, ids, bias, y, OH, OW, wp, B):
 def block_dx_tiles(gy, goff, vals, off, dxp, OH, OW, wp, B, wide):
     """Input gradient into the padded batch-last ``dxp`` (C*hp*wp*B,), overwritten: each task first zeroes its own
     images' lanes (in parallel, so a fresh buffer's pages are touched by both threads, not by one ``np.zeros``),
-    then adds every block's contribution. ``gy`` compact batch-last, ``goff`` (t, R). ``wide``: 64-lane tasks
-    (for B // 64 >= threads) instead of 16-lane ones."""
+    then adds every block's contribution. ``gy`` compact batch-last, ``goff`` (t, R). ``wide``: tasks of ``WIDE``
+    lanes (for B // WIDE >= threads) instead of one vector's."""
     t, R, K = vals.shape
     w = vals.ravel()
     width = WIDE if wide else LANES
@@ -111,6 +112,6 @@ def block_dw_tiles(gy, goff, xp, off, dw, OH, OW, wp, B):
         chunk = OH if OH <= 8 else DW_ROWS
         for h0 in range(0, OH, chunk):
             nh = min(chunk, OH - h0)
-            for k0 in range(0, K, TILE):
-                dot_tile(gy[h0 * OW * B:], gg, r0, nr, xp[h0 * wp * B:], og, k0, min(TILE, K - k0), nh, OW * B,
+            for k0 in range(0, K, DOT_COLS):
+                dot_tile(gy[h0 * OW * B:], gg, r0, nr, xp[h0 * wp * B:], og, k0, min(DOT_COLS, K - k0), nh, OW * B,
                          OW * B, wp * B, d, g * R * K, K)

@@ -8,19 +8,28 @@ convolution on batch-last data (``block_tiles.py``), where a block's rows share 
 vectorised dimension (the batch) is contiguous and a multiple of the vector length.
 
 Every intrinsic works on 1-D C-contiguous arrays of one float dtype and ``LANES``-element vectors, with
-element offsets that the caller keeps in bounds (unchecked, as in ``simd.tile8``). A tile narrower than four
-(the last rows or columns of a block) repeats its last row or column: the repeated lanes compute the same
+element offsets that the caller keeps in bounds (unchecked, as in ``simd.tile8``). A tile narrower than its
+width (the last rows or columns of a block) repeats its last row or column: the repeated lanes compute the same
 values and store them to the same place (the input-gradient tile adds zeros instead). No torch import here.
+
+Tile sizes follow the target's register file (numba's target features, so ``NUMBA_CPU_FEATURES`` is honoured):
+with AVX-512 (32 registers of 16 float32) a 4 x 4-vector tile; with AVX2 (16 registers of 8) a 4 x 2-vector
+tile, since 4 x 4 spilled there (measured 1.5-2.4x slower than the bmm variants on VGG-19's 8x8 layers).
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm
+import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-LANES = 16  # elements per vector: one AVX-512 register of float32 (LLVM splits it on narrower targets)
-TILE = 4  # rows (forward, dW) or columns (dX, dW) of the register tile
+AVX512 = "+avx512f" in (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten())
+LANES = 16 if AVX512 else 8  # elements per vector: one register of float32
+TILE = 4  # rows (forward) or columns (dX) of the register tile, and rows of the dW tile
+WIDE_NV = 4 if AVX512 else 2  # vectors per row of the wide forward and dX tiles
+DOT_COLS = 4 if AVX512 else 2  # columns of the dW tile (TILE x DOT_COLS vector accumulators)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
@@ -174,60 +183,65 @@ def _make_cols_tile(nv: int, ncols: int = TILE):
     return cols_tile
 
 
-@intrinsic
-def dot_tile(typingctx, gy, goff, r0, nr, x, xoff, k0, nk, nrows, rowlen, gstride, xstride, dw, dwbase, K):
-    """Weight-gradient tile, TILE x TILE dot products over ``nrows`` rows of ``rowlen`` contiguous elements
-    (a multiple of LANES): for rows r = r0 + min(i, nr - 1) and columns k = k0 + min(j, nk - 1),
-    dw[dwbase + r*K + k] += sum_{h<nrows} sum_{q<rowlen} gy[goff[r] + h*gstride + q] * x[xoff[k] + h*xstride + q]
-    (a repeated row or column adds its sum once: the duplicates' sums are added to a copy that is stored last)."""
-    sig = types.void(gy, goff, types.int64, types.int64, x, xoff, types.int64, types.int64, types.int64, types.int64,
-                     types.int64, types.int64, dw, types.int64, types.int64)
+def _make_dot_tile(ncols: int):
+    @intrinsic
+    def dot_tile(typingctx, gy, goff, r0, nr, x, xoff, k0, nk, nrows, rowlen, gstride, xstride, dw, dwbase, K):
+        """Weight-gradient tile, TILE x ncols dot products over ``nrows`` rows of ``rowlen`` contiguous elements
+        (a multiple of LANES): for rows r = r0 + min(i, nr - 1) and columns k = k0 + min(j, nk - 1), j < ncols,
+        dw[dwbase + r*K + k] += sum_{h<nrows, q<rowlen} gy[goff[r] + h*gstride + q] * x[xoff[k] + h*xstride + q]
+        (a repeated row or column adds its sum once: the duplicates' sums are added to a copy that is stored last)."""
+        sig = types.void(gy, goff, types.int64, types.int64, x, xoff, types.int64, types.int64, types.int64,
+                         types.int64, types.int64, types.int64, dw, types.int64, types.int64)
 
-    def codegen(context, builder, signature, args):
-        a_g, a_go, v_r0, v_nr, a_x, a_xo, v_k0, v_nk, v_rows, v_len, v_gs, v_xs, a_dw, v_db, v_k = args
-        elem, vec, align = _vector(context, signature.args[0].dtype)
-        fma = _fma(builder, vec, signature.args[0].dtype.bitwidth)
-        gd, go, xd, xo, dd = (_data(context, builder, signature.args[i], a) for i, a in
-                              ((0, a_g), (1, a_go), (4, a_x), (5, a_xo), (12, a_dw)))
-        rows = [_clamped(builder, i, v_nr, v_r0) for i in range(TILE)]
-        cols = [_clamped(builder, j, v_nk, v_k0) for j in range(TILE)]
-        gbase = [_at(builder, go, r) for r in rows]
-        xbase = [_at(builder, xo, k) for k in cols]
-        zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * LANES)
+        def codegen(context, builder, signature, args):
+            a_g, a_go, v_r0, v_nr, a_x, a_xo, v_k0, v_nk, v_rows, v_len, v_gs, v_xs, a_dw, v_db, v_k = args
+            elem, vec, align = _vector(context, signature.args[0].dtype)
+            fma = _fma(builder, vec, signature.args[0].dtype.bitwidth)
+            gd, go, xd, xo, dd = (_data(context, builder, signature.args[i], a) for i, a in
+                                  ((0, a_g), (1, a_go), (4, a_x), (5, a_xo), (12, a_dw)))
+            rows = [_clamped(builder, i, v_nr, v_r0) for i in range(TILE)]
+            cols = [_clamped(builder, j, v_nk, v_k0) for j in range(ncols)]
+            gbase = [_at(builder, go, r) for r in rows]
+            xbase = [_at(builder, xo, k) for k in cols]
+            zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * LANES)
 
-        def row(h, acc):
-            gb = [builder.add(b, builder.mul(h, v_gs)) for b in gbase]
-            xb = [builder.add(b, builder.mul(h, v_xs)) for b in xbase]
+            def row(h, acc):
+                gb = [builder.add(b, builder.mul(h, v_gs)) for b in gbase]
+                xb = [builder.add(b, builder.mul(h, v_xs)) for b in xbase]
 
-            def lanes(q, acc):
-                gv = [builder.load(_vptr(builder, gd, builder.add(b, q), vec), align=align) for b in gb]
-                xv = [builder.load(_vptr(builder, xd, builder.add(b, q), vec), align=align) for b in xb]
-                return [builder.call(fma, [gv[i], xv[j], acc[i * TILE + j]]) for i in range(TILE) for j in range(TILE)]
+                def lanes(q, acc):
+                    gv = [builder.load(_vptr(builder, gd, builder.add(b, q), vec), align=align) for b in gb]
+                    xv = [builder.load(_vptr(builder, xd, builder.add(b, q), vec), align=align) for b in xb]
+                    return [builder.call(fma, [gv[i], xv[j], acc[i * ncols + j]])
+                            for i in range(TILE) for j in range(ncols)]
 
-            return _loop(builder, _const(0), v_len, LANES, acc, lanes)
+                return _loop(builder, _const(0), v_len, LANES, acc, lanes)
 
-        acc = _loop(builder, _const(0), v_rows, 1, [zero] * (TILE * TILE), row)
-        bits = signature.args[0].dtype.bitwidth
-        reduce_ = cgutils.get_or_insert_function(builder.module, ir.FunctionType(elem, [elem, vec]),
-                                                 f"llvm.vector.reduce.fadd.v{LANES}f{bits}")
-        # all loads before any store: a repeated (clamped) entry then reads the same old value and stores the
-        # same new one, instead of adding its sum twice
-        ptrs, sums = [], []
-        for i in range(TILE):
-            wrow = builder.add(v_db, builder.mul(rows[i], v_k))
-            for j in range(TILE):
-                ptr = cgutils.gep(builder, dd, builder.add(wrow, cols[j]))
-                total = builder.call(reduce_, [ir.Constant(elem, 0.0), acc[i * TILE + j]], fastmath=("reassoc", "nsz"))
-                ptrs.append(ptr)
-                sums.append(builder.fadd(builder.load(ptr), total))
-        for ptr, value in zip(ptrs, sums):
-            builder.store(value, ptr)
-        return context.get_dummy_value()
+            acc = _loop(builder, _const(0), v_rows, 1, [zero] * (TILE * ncols), row)
+            bits = signature.args[0].dtype.bitwidth
+            reduce_ = cgutils.get_or_insert_function(builder.module, ir.FunctionType(elem, [elem, vec]),
+                                                     f"llvm.vector.reduce.fadd.v{LANES}f{bits}")
+            # all loads before any store: a repeated (clamped) entry then reads the same old value and stores the
+            # same new one, instead of adding its sum twice
+            ptrs, sums = [], []
+            for i in range(TILE):
+                wrow = builder.add(v_db, builder.mul(rows[i], v_k))
+                for j in range(ncols):
+                    ptr = cgutils.gep(builder, dd, builder.add(wrow, cols[j]))
+                    total = builder.call(reduce_, [ir.Constant(elem, 0.0), acc[i * ncols + j]],
+                                         fastmath=("reassoc", "nsz"))
+                    ptrs.append(ptr)
+                    sums.append(builder.fadd(builder.load(ptr), total))
+            for ptr, value in zip(ptrs, sums):
+                builder.store(value, ptr)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+    return dot_tile
 
 
-rows_tile_wide = _make_rows_tile(4)  # TILE rows x 64 lanes
-rows_tile = _make_rows_tile(1)  # TILE rows x 16 lanes
-cols_tile_wide = _make_cols_tile(4)
+rows_tile_wide = _make_rows_tile(WIDE_NV)  # TILE rows x WIDE_NV vectors
+rows_tile = _make_rows_tile(1)  # TILE rows x one vector (the batch's last lanes)
+cols_tile_wide = _make_cols_tile(WIDE_NV)
 cols_tile = _make_cols_tile(1)
+dot_tile = _make_dot_tile(DOT_COLS)
