@@ -14,7 +14,11 @@ values and store them to the same place (the input-gradient tile adds zeros inst
 
 Tile sizes follow the target's register file (numba's target features, so ``NUMBA_CPU_FEATURES`` is honoured):
 with AVX-512 (32 registers of 16 float32) a 4 x 4-vector tile; with AVX2 (16 registers of 8) a 4 x 2-vector
-tile, since 4 x 4 spilled there (measured 1.5-2.4x slower than the bmm variants on VGG-19's 8x8 layers).
+tile, since 4 x 4 spilled there (measured 1.2-1.8x slower than the bmm variants on VGG-19's 8x8 and 4x4 layers).
+
+numba's on-disk cache checks only the source file of a jitted function, not the intrinsics it inlines: after
+editing this file, touch ``block_tiles.py`` (or delete its ``__pycache__`` entries) so its kernels recompile.
+(A reinstall rewrites every file, so users are not affected.)
 """
 from __future__ import annotations
 
