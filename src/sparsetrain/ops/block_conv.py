@@ -203,7 +203,7 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
                                              Plan() if plan is None else plan)
     if variant == "tiled" and x.shape[0] > 0:
         return BlockTilesConv2dFunction.apply(x, values, bias, rows, channels, cells, geo, out_channels,
-                                              Plan() if plan is None else plan, x.is_leaf and x.requires_grad)
+                                              Plan() if plan is None else plan)
     if variant in STRIDE1_VARIANTS:
         variant = "over-width"  # an empty batch: nothing to stream
     return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels,
