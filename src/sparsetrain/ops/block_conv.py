@@ -7,10 +7,11 @@ dX        dx            = col2im(values[g]^T @ dy[:, rows[g]])     (transposed b
 ``cols[g]`` is the implicit-GEMM column matrix of block g (its input channels at its pattern cells). It is
 rebuilt in the backward rather than saved, so the op keeps only the input alive, as a dense conv does; the work
 is split into chunks (of the batch, or of output rows in the batch-last layout) so ``cols`` stays a few MB and
-is reused while warm in cache. A third variant, ``"runs"`` (stride 1 only), skips the column matrix: see
-``block_runs.py``. Two layouts here, as in SparseProp: ``"over-width"`` (NCHW activations, runs along
-the output width) and ``"batch-last"`` ((C, H, W, B) activations, runs along the batch; the output is returned
-as a (B, C, H, W) view of a batch-last tensor so a following block layer reads it without a copy).
+is reused while warm in cache. Two more variants skip the column matrix (stride 1 only): ``"runs"``
+(``block_runs.py``) and ``"tiled"`` (``block_tiles.py``). Two layouts here, as in SparseProp: ``"over-width"``
+(NCHW activations, runs along the output width) and ``"batch-last"`` ((C, H, W, B) activations, runs along the
+batch; the output and the input gradient are transposed back to contiguous NCHW, as in ``block_tiles.py``, because
+BatchNorm and pooling are slow on batch-last views).
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ class BlockConv2dFunction(torch.autograd.Function):
                 torch.bmm(vals, cb, out=yb)
                 scatter_rows_bl(yb.numpy(), rw, b_vec, yflat, oh0 * OW * B)
             saved = xT
-            y = yT.permute(3, 0, 1, 2)
+            y = batch_first(yT)  # contiguous: BatchNorm and pooling are slow on batch-last views (block_tiles.py)
         else:
             x = x.detach().contiguous()
             L = OH * OW
@@ -136,8 +137,8 @@ class BlockConv2dFunction(torch.autograd.Function):
                 if need_x:
                     torch.bmm(vals_t, gb, out=cb)
                     col2im_add_bl(cb.numpy(), cp, ci_items, ce, *args, oh0, oh1, dxT.numpy())
-            if need_x:  # a leaf's .grad must be contiguous: transpose here rather than by AccumulateGrad's slow copy
-                dx = batch_first(dxT) if ctx.leaf_input else dxT.permute(3, 0, 1, 2)
+            if need_x:  # contiguous, by our transpose rather than a consumer's (or AccumulateGrad's) slow copy
+                dx = batch_first(dxT)
             db_dims = (1, 2, 3)
         else:
             B, C, H, W = saved.shape
