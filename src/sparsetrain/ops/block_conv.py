@@ -65,7 +65,7 @@ class BlockConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo: ConvGeometry, out_channels,
-                variant, leaf_input=False):
+                variant):
         sync_threads()
         B, C, H, W = x.shape
         OH, OW = geo.out_size(H, W)
@@ -104,7 +104,6 @@ class BlockConv2dFunction(torch.autograd.Function):
             y = y.view(B, out_channels, OH, OW)
         ctx.save_for_backward(saved, values, rows, channels, cells, ch_ptr, ch_items)
         ctx.geo, ctx.has_bias, ctx.variant, ctx.out_hw = geo, bias is not None, variant, (OH, OW)
-        ctx.leaf_input = leaf_input
         return unviewed(y)
 
     @staticmethod
@@ -160,7 +159,7 @@ class BlockConv2dFunction(torch.autograd.Function):
             gyT = gy
             db_dims = (0, 2)
         db = gyT.sum(db_dims) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dv, db, None, None, None, None, None, None, None, None, None
+        return dx, dv, db, None, None, None, None, None, None, None, None
 
 
 def block_variants(geo: ConvGeometry) -> tuple[str, ...]:
@@ -208,4 +207,4 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
     if variant in STRIDE1_VARIANTS:
         variant = "over-width"  # an empty batch: nothing to stream
     return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels,
-                                     variant, x.is_leaf and x.requires_grad)
+                                     variant)
