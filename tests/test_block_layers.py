@@ -261,8 +261,8 @@ def test_tiled_variant_chained_contiguous_and_padded_batches(batch):
 @pytest.mark.parametrize("dtype", [D, torch.float32])
 @pytest.mark.parametrize("rows,cin,k,batch", [(3, 5, 3, 16), (1, 2, 1, 80), (5, 7, (1, 3), 144), (6, 3, (2, 2), 64)])
 def test_tiled_variant_tile_tails(rows, cin, k, batch, dtype):
-    """Block rows and widths that are not a multiple of the four-wide register tile, 64-lane and 16-lane tiles
-    (batch 80: one wide tile and one narrow), with and without an input gradient, in both dtypes."""
+    """Block rows and widths that are not a multiple of the four-wide register tile, wide and one-vector lane tiles
+    (batch 80 with AVX-512: one 64-lane tile and one 16-lane), with and without an input gradient, in both dtypes."""
     sparse, dense = conv_pair(cin, 2 * rows, k, 0.4, 2, dtype=dtype, variant="tiled", padding="same")
     assert sparse.layout.block_shape[0] == rows
     tol = {} if dtype == D else dict(rtol=1e-4, atol=1e-3)  # float32 dW: sums of ~6000 products
