@@ -46,6 +46,14 @@ def _group(sw, p, end):
 
 
 @njit(inline="always")
+def _sweep(sw, p, end, wv):
+    """(n, s, lo, hi) of the sweep starting at nonzero p: its width (``_group``), its column shift, and the output
+    columns [lo, hi) of a plane row it covers without wrapping into the next row."""
+    s = sw[p]
+    return _group(sw, p, end), s, max(0, -s), wv - max(0, s)
+
+
+@njit(inline="always")
 def _save(buf, a, zs, nz, z, wv):
     """buf <- the ``nz`` zones of ``z`` elements of ``a`` (one every ``wv``, from ``zs``)."""
     if z == 1:  # the common case (3x3 kernels over width): a plain strided loop
@@ -180,10 +188,7 @@ def spmm_same(x, ptr, base, sw, rlo, rhi, vals, bias, y, wv, hgt, tile_rows, scr
                 if z and sw[p] != s:  # the shift class ends: its zones get their saved values back
                     _restore(buf, yr, zs, nzt, z, wv)
                     z = 0
-                n = _group(sw, p, end)
-                s = sw[p]
-                lo = max(0, -s)
-                hi = wv - max(0, s)
+                n, s, lo, hi = _sweep(sw, p, end, wv)
                 if lo < hi:
                     if not z:  # a new shift class: save its zones once for all its runs
                         z = wv - hi + lo
@@ -264,10 +269,7 @@ def sddmm_same(x, gy, ptr, base, sw, rlo, rhi, dw_part, db_part, wv, hgt, tile_r
                         if z and sw[p] != s:
                             _restore(buf, gr, zs, nzt, z, wv)
                             z = 0
-                        n = _group(sw, p, end)
-                        s = sw[p]
-                        lo = max(0, -s)
-                        hi = wv - max(0, s)
+                        n, s, lo, hi = _sweep(sw, p, end, wv)
                         if lo < hi:
                             if not z:  # a new shift class: its zones of the gradient read as zero meanwhile
                                 z = wv - hi + lo
@@ -388,10 +390,7 @@ def spmm_sddmm_same(src, ptr, base, sw, rlo, rhi, vals, vidx, xs, perm, y, dw, d
                                 for c in range(z):
                                     xt[zs + i * wv + c] = xr[ybase + xoff + zs + i * wv + c]
                             z = 0
-                        n = _group(sw, p, end)
-                        s = sw[p]
-                        lo = max(0, -s)
-                        hi = wv - max(0, s)
+                        n, s, lo, hi = _sweep(sw, p, end, wv)
                         if lo < hi:
                             if not z:  # a new shift class: keep y's zones, and let xt's read as zero
                                 z = wv - hi + lo
