@@ -268,3 +268,42 @@ def test_tiled_variant_tile_tails(rows, cin, k, batch, dtype):
     tol = {} if dtype == D else dict(rtol=1e-4, atol=1e-3)  # float32 dW: sums of ~6000 products
     compare_block(sparse, dense, torch.randn(batch, cin, 7, 6, dtype=dtype), **tol)
     compare_block(sparse, dense, torch.randn(batch, cin, 5, 5, dtype=dtype), needs_x_grad=False, **tol)
+
+
+def test_tiled_batch_split_rule():
+    """Sub-batches are one register tile wide (WIDE images) while every thread still gets one, cover the batch
+    exactly, and are whole vectors."""
+    from sparsetrain.kernels.cpu.block_tiles import WIDE
+    from sparsetrain.kernels.cpu.microkernels import LANES
+    from sparsetrain.ops.block_tiles import batch_split
+    assert batch_split(2 * WIDE, 2) == (WIDE, WIDE)
+    assert batch_split(2 * WIDE, 1) == (WIDE, WIDE)
+    assert batch_split(LANES, 4) == (LANES,)
+    for B in range(LANES, 12 * LANES, LANES):
+        for threads in (1, 2, 3, 8):
+            split = batch_split(B, threads)
+            assert sum(split) == B and all(0 < L <= WIDE and L % LANES == 0 for L in split)
+            assert len(split) >= min(threads, B // LANES)
+            assert len(set(split[:-1])) <= 1  # equal sub-batches, then at most one narrower
+
+
+def _split(kind, B):
+    """A valid split of B lanes (a multiple of LANES) into sub-batches of at most WIDE lanes."""
+    from sparsetrain.kernels.cpu.block_tiles import WIDE
+    from sparsetrain.kernels.cpu.microkernels import LANES
+    if kind == "vectors":
+        return (LANES,) * (B // LANES)
+    head = (LANES,) if kind == "narrow-first" and B > LANES else ()
+    rest = B - sum(head)
+    return head + (WIDE,) * (rest // WIDE) + ((rest % WIDE,) if rest % WIDE else ())
+
+
+@pytest.mark.parametrize("kind", ["vectors", "narrow-first", "wide"])
+@pytest.mark.parametrize("batch", [20, 48, 96])
+def test_tiled_variant_any_sub_batches(monkeypatch, kind, batch):
+    """Every split of the batch into sub-batches (one vector each, unequal, as wide as a tile; the thread count
+    picks one) gives dense autograd's output and gradients, on a padded batch (20 images) too."""
+    import sparsetrain.ops.block_tiles as bt
+    monkeypatch.setattr(bt, "batch_split", lambda B, threads: _split(kind, B))
+    sparse, dense = conv_pair(6, 12, 3, 0.4, 3, variant="tiled", padding=1)
+    compare_block(sparse, dense, torch.randn(batch, 6, 5, 7, dtype=D))

@@ -1,7 +1,9 @@
 """Autograd op for the HRBP block convolution as register-tiled implicit GEMM on batch-last data (stride 1, CPU;
 variant ``"tiled"``).
 
-The input is zero-padded batch-last once, (C, hp, wp, B), and kept for dW; each pass then runs one
+The batch is split into sub-batches of at most 64 images (``batch_split``; one register tile wide, and at least
+one per thread), and the input is zero-padded batch-last once, (C, hp, wp, L) per sub-batch of L images, and kept
+for dW: each task then streams memory of its own (see ``kernels/cpu/block_tiles.py``). Each pass runs one
 ``kernels/cpu/block_tiles.py`` kernel whose register tiles multiply every loaded run of images by four block rows
 (forward), four block columns (dX) or four by four (dW). No column matrix is gathered and nothing is scattered.
 
@@ -22,24 +24,38 @@ from ..kernels.cpu import pad_batch_last, transpose_into, unpad_batch_first
 from ..kernels.cpu.block_tiles import WIDE, block_dw_tiles, block_dx_tiles, block_fwd_tiles
 from ..kernels.cpu.microkernels import LANES
 from .common import np_empty, np_view, refuse_double_backward, strided_tensor, zeros
-from .conv import ConvGeometry, padded_runs_input
+from .conv import ConvGeometry
 from .plan import Plan, cached, kernel_arrays
 from .threads import sync_threads
 
 
+def batch_split(B: int, threads: int) -> tuple[int, ...]:
+    """Images per sub-batch for a batch of ``B`` (a multiple of ``LANES``): as wide as one register tile (``WIDE``)
+    while every thread still gets a sub-batch (dX runs one task per sub-batch), the last one narrower."""
+    L = min(WIDE, LANES * max(1, B // (LANES * threads)))
+    n, rest = divmod(B, L)
+    return (L,) * n + ((rest,) if rest else ())
+
+
 def tiles_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: torch.Tensor, geo: ConvGeometry,
-               hp: int, wp: int, plane: int, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Element offsets for lane count ``B``: (off (t, c*p) of every block column in the padded input, goff (t, R) of
-    every block row's gradient plane, ids (t, R) the rows as int64), cached per input size."""
+               C: int, out_channels: int, hp: int, wp: int, npix: int,
+               split: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Element offsets for the sub-batches ``split``: (off (S, t, c*p) of every block column in a sub-batch's padded
+    input, goff (S, t, R) of every block row's gradient plane, ids (t, R) the rows as int64, subs (S, 4): lanes,
+    start in the input buffer, start in the output buffer, input length), cached per input size."""
     def build():
         p = cells.shape[1]
         (_, Kw), (dh, dw) = geo.kernel, geo.dilation
         spatial = (cells // Kw) * (dh * wp) + (cells % Kw) * dw  # (t, p)
         chan_k = channels.repeat_interleave(p, dim=1)  # column j*p + q -> channel j
-        off = (chan_k * (hp * wp) + spatial.repeat(1, channels.shape[1])) * B
+        pixels = chan_k * (hp * wp) + spatial.repeat(1, channels.shape[1])  # in pixel records of L images
         ids = rows.long()
-        return kernel_arrays(off, ids * plane, ids)
-    return cached(plan, ("block-tiles", hp, wp, plane, B), build)
+        lanes = torch.tensor(split)
+        x_len, y_len = C * hp * wp * lanes, out_channels * npix * lanes
+        starts = torch.stack([lanes, torch.cumsum(x_len, 0) - x_len, torch.cumsum(y_len, 0) - y_len, x_len], 1)
+        return kernel_arrays(pixels[None] * lanes[:, None, None], ids[None] * (npix * lanes)[:, None, None], ids,
+                             starts)
+    return cached(plan, ("block-tiles", C, hp, wp, npix, split), build)
 
 
 def _lanes(n: int) -> int:
@@ -56,19 +72,24 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         x = x.detach()
         if B != B0:  # zero images up to a whole vector of lanes
             x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, B - B0))
+        xv = np_view(x.contiguous())  # a copy only for another memory format (channels_last)
         OH, OW = geo.out_size(H, W)
-        sync_threads()
-        xp, _, _, hp, wp = padded_runs_input(x, geo, "batch-last")
-        plane = OH * OW * B
-        off, goff, ids = tiles_plan(plan, rows, channels, cells, geo, hp, wp, plane, B)
-        y = np_empty(out_channels * plane, x.dtype)
+        pt, pb, pl, pr = geo.padding
+        hp, wp = H + pt + pb, W + pl + pr
+        split = batch_split(B, sync_threads())
+        off, goff, ids, subs = tiles_plan(plan, rows, channels, cells, geo, C, out_channels, hp, wp, OH * OW, split)
+        xp = np_empty(C * hp * wp * B, x.dtype)
+        y = np_empty(out_channels * OH * OW * B, x.dtype)
         nchw = np_empty((B, out_channels * OH * OW), x.dtype)
         out = strided_tensor(nchw, (B0, out_channels, OH, OW), (out_channels * OH * OW, OH * OW, OW, 1))  # first
         b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
-        block_fwd_tiles(xp[0], off, np_view(values), ids, b, y, OH, OW, wp, B)
-        transpose_into(y.reshape(out_channels * OH * OW, B), nchw)
+        for (L, xs, _, _), b0 in zip(subs, _firsts(split)):
+            pad_batch_last(xv[b0:b0 + L], xp, xs, hp * wp * L, hp, wp, pt, pl, zeros(0, x.dtype))
+        block_fwd_tiles(xp, off, np_view(values), ids, b, y, OH, OW, wp, subs)
+        for (L, _, ys, _), b0 in zip(subs, _firsts(split)):
+            transpose_into(y[ys:ys + out_channels * OH * OW * L].reshape(-1, L), nchw[b0:b0 + L])
         ctx.save_for_backward(torch.from_numpy(xp), values)
-        ctx.geo, ctx.shape, ctx.hw, ctx.arrays = geo, (B0, C, H, W), (hp, wp), (off, goff)
+        ctx.geo, ctx.shape, ctx.hw, ctx.arrays = geo, (B0, C, H, W), (hp, wp), (off, goff, subs, split)
         ctx.has_bias = bias is not None
         return out
 
@@ -77,34 +98,49 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         refuse_double_backward("BlockSparseConv2d")
         xp, values = ctx.saved_tensors
         B0, C, H, W = ctx.shape
-        (hp, wp), (off, goff) = ctx.hw, ctx.arrays
+        (hp, wp), (off, goff, subs, split) = ctx.hw, ctx.arrays
         OC, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
         B = _lanes(B0)
-        plane = OH * OW * B
-        threads = sync_threads()
+        npix = OH * OW
+        sync_threads()
         need_db = ctx.has_bias and ctx.needs_input_grad[2]
-        gy = np_empty(OC * plane, dy.dtype)
-        sums = np_empty(OC, dy.dtype) if need_db else zeros(0, dy.dtype)
-        db = torch.from_numpy(sums) if need_db else None
-        if B == B0 and dy.is_contiguous():  # one pass: batch-last copy and the bias gradient
-            pad_batch_last(np_view(dy), gy, 0, plane, OH, OW, 0, 0, sums)
-        else:
-            t = torch.from_numpy(gy).view(OC, OH, OW, B)
-            if B != B0:
-                t[..., B0:] = 0.0  # the padding images contribute nothing to dW
-            t[..., :B0] = dy.permute(1, 2, 3, 0)
+        gy = np_empty(OC * npix * B, dy.dtype)
+        db_np = np_empty(OC, dy.dtype) if need_db else None
+        db = torch.from_numpy(db_np) if need_db else None
+        if B == B0 and dy.is_contiguous():  # one pass per sub-batch: batch-last copy and the bias gradient
+            sums = np_empty((len(split), OC), dy.dtype) if need_db else None
+            dyv = np_view(dy)
+            for i, ((L, _, ys, _), b0) in enumerate(zip(subs, _firsts(split))):
+                pad_batch_last(dyv[b0:b0 + L], gy, ys, npix * L, OH, OW, 0, 0,
+                               sums[i] if need_db else zeros(0, dy.dtype))
             if need_db:
-                torch.sum(t, (1, 2, 3), out=db)
+                np.sum(sums, axis=0, out=db_np)
+        else:
+            t = torch.from_numpy(gy)
+            for (L, _, ys, _), b0 in zip(subs, _firsts(split)):
+                part = t[ys:ys + OC * npix * L].view(OC, OH, OW, L)
+                real = max(0, min(L, B0 - b0))
+                part[..., real:] = 0.0  # the padding images contribute nothing to dW
+                part[..., :real] = dy[b0:b0 + real].permute(1, 2, 3, 0)
+            if need_db:
+                torch.sum(dy, (0, 2, 3), out=db)
         vals = np_view(values)
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dxp = np_empty(xp.shape[1], dy.dtype)  # zeroed by the kernel, in parallel
+            dxp = np_empty(xp.shape[0], dy.dtype)  # zeroed by the kernel, in parallel
             full = np_empty((B, C, H, W), dy.dtype)
             dx = strided_tensor(full, (B0, C, H, W), (C * H * W, H * W, W, 1))
-            block_dx_tiles(gy, goff, vals, off, dxp, OH, OW, wp, B, B // WIDE >= threads)
-            unpad_batch_first(dxp, 0, hp * wp * B, wp, ctx.geo.padding[0], ctx.geo.padding[2], full)
+            block_dx_tiles(gy, goff, vals, off, dxp, OH, OW, wp, subs)
+            for (L, xs, _, _), b0 in zip(subs, _firsts(split)):
+                unpad_batch_first(dxp, xs, hp * wp * L, wp, ctx.geo.padding[0], ctx.geo.padding[2],
+                                  full[b0:b0 + L])
         if ctx.needs_input_grad[1]:
             dw_np = np_empty(values.shape, values.dtype)
             dw = torch.from_numpy(dw_np)
-            block_dw_tiles(gy, goff, xp.numpy()[0], off, dw_np, OH, OW, wp, B)
+            block_dw_tiles(gy, goff, xp.numpy(), off, dw_np, OH, OW, wp, subs)
         return dx, dw, db, None, None, None, None, None, None
+
+
+def _firsts(split: tuple[int, ...]) -> list[int]:
+    """The first image of every sub-batch."""
+    return [sum(split[:i]) for i in range(len(split))]

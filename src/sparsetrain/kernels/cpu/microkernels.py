@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 AVX512 = "+avx512f" in (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten())
 LANES = 16 if AVX512 else 8  # elements per vector: one register of float32
 TILE = 4  # rows (forward) or columns (dX) of the register tile, and rows of the dW tile
-WIDE_NV = 4 if AVX512 else 2  # vectors per row of the wide forward and dX tiles
+WIDE_NV = 4 if AVX512 else 2  # most vectors per row of the forward and dX tiles
 DOT_COLS = 4 if AVX512 else 2  # columns of the dW tile (TILE x DOT_COLS vector accumulators)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -244,8 +244,7 @@ def _make_dot_tile(ncols: int):
     return dot_tile
 
 
-rows_tile_wide = _make_rows_tile(WIDE_NV)  # TILE rows x WIDE_NV vectors
-rows_tile = _make_rows_tile(1)  # TILE rows x one vector (the batch's last lanes)
-cols_tile_wide = _make_cols_tile(WIDE_NV)
-cols_tile = _make_cols_tile(1)
+# TILE rows (columns) x nv vectors, one per width of a sub-batch (block_tiles.py); nv = 3, 4 unused with AVX2
+rows_tile_1, rows_tile_2, rows_tile_3, rows_tile_4 = (_make_rows_tile(nv) for nv in (1, 2, 3, 4))
+cols_tile_1, cols_tile_2, cols_tile_3, cols_tile_4 = (_make_cols_tile(nv) for nv in (1, 2, 3, 4))
 dot_tile = _make_dot_tile(DOT_COLS)
