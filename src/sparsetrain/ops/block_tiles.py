@@ -5,7 +5,8 @@ The batch is split into sub-batches of at most 64 images (``batch_split``; one r
 one per thread), and the input is zero-padded batch-last once, (C, hp, wp, L) per sub-batch of L images, and kept
 for dW: each task then streams memory of its own (see ``kernels/cpu/block_tiles.py``). Each pass runs one
 ``kernels/cpu/block_tiles.py`` kernel whose register tiles multiply every loaded run of images by four block rows
-(forward), four block columns (dX) or four by four (dW). No column matrix is gathered and nothing is scattered.
+(forward), four input channels of a group (dX, in gather form: each input pixel sums the cells whose output pixel
+exists) or four by four (dW). No column matrix is gathered and nothing is scattered.
 
 The output and the input gradient are handed back as contiguous NCHW tensors (one blocked transpose each), not as
 batch-last views: the BatchNorm, ReLU and pooling layers around a conv run far slower on batch-last strides (a
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels.cpu import pad_batch_last, transpose_into, unpad_batch_first
-from ..kernels.cpu.block_tiles import WIDE, block_dw_tiles, block_dx_tiles, block_fwd_tiles
+from ..kernels.cpu.block_tiles import WIDE, block_dw_tiles, block_dx_gather, block_fwd_tiles
 from ..kernels.cpu.microkernels import LANES
 from .common import np_empty, np_view, refuse_double_backward, strided_tensor, zeros
 from .conv import ConvGeometry
@@ -38,11 +39,15 @@ def batch_split(B: int, threads: int) -> tuple[int, ...]:
 
 
 def tiles_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: torch.Tensor, geo: ConvGeometry,
-               C: int, out_channels: int, hp: int, wp: int, npix: int,
-               split: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               C: int, out_channels: int, H: int, W: int, npix: int, split: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Element offsets for the sub-batches ``split``: (off (S, t, c*p) of every block column in a sub-batch's padded
-    input, goff (S, t, R) of every block row's gradient plane, ids (t, R) the rows as int64, subs (S, 4): lanes,
-    start in the input buffer, start in the output buffer, input length), cached per input size."""
+    input, goff (S, t, R) of every block row's gradient plane, ids (t, R) the rows as int64, subs (S, 6): lanes,
+    start in the padded input buffer, in the output buffer, padded input length, start in the unpadded input
+    gradient, its length; and for the gather-form dX: xoff (S, t, c) each block channel's unpadded plane, cell_h and
+    cell_w (t, p) the cells' shifts), cached per input size."""
+    pt, pb, pl, pr = geo.padding
+    hp, wp = H + pt + pb, W + pl + pr
+
     def build():
         p = cells.shape[1]
         (_, Kw), (dh, dw) = geo.kernel, geo.dilation
@@ -51,11 +56,13 @@ def tiles_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: to
         pixels = chan_k * (hp * wp) + spatial.repeat(1, channels.shape[1])  # in pixel records of L images
         ids = rows.long()
         lanes = torch.tensor(split)
-        x_len, y_len = C * hp * wp * lanes, out_channels * npix * lanes
-        starts = torch.stack([lanes, torch.cumsum(x_len, 0) - x_len, torch.cumsum(y_len, 0) - y_len, x_len], 1)
+        x_len, y_len, d_len = C * hp * wp * lanes, out_channels * npix * lanes, C * H * W * lanes
+        starts = torch.stack([lanes, torch.cumsum(x_len, 0) - x_len, torch.cumsum(y_len, 0) - y_len, x_len,
+                              torch.cumsum(d_len, 0) - d_len, d_len], 1)
         return kernel_arrays(pixels[None] * lanes[:, None, None], ids[None] * (npix * lanes)[:, None, None], ids,
-                             starts)
-    return cached(plan, ("block-tiles", C, hp, wp, npix, split), build)
+                             starts, channels.long()[None] * (H * W * lanes)[:, None, None], (cells // Kw) * dh,
+                             (cells % Kw) * dw)
+    return cached(plan, ("block-tiles", C, H, W, npix, split), build)
 
 
 def _lanes(n: int) -> int:
@@ -77,19 +84,20 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         pt, pb, pl, pr = geo.padding
         hp, wp = H + pt + pb, W + pl + pr
         split = batch_split(B, sync_threads())
-        off, goff, ids, subs = tiles_plan(plan, rows, channels, cells, geo, C, out_channels, hp, wp, OH * OW, split)
+        off, goff, ids, subs, xoff, cell_h, cell_w = tiles_plan(plan, rows, channels, cells, geo, C, out_channels, H, W,
+                                                                OH * OW, split)
         xp = np_empty(C * hp * wp * B, x.dtype)
         y = np_empty(out_channels * OH * OW * B, x.dtype)
         nchw = np_empty((B, out_channels * OH * OW), x.dtype)
         out = strided_tensor(nchw, (B0, out_channels, OH, OW), (out_channels * OH * OW, OH * OW, OW, 1))  # first
         b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
-        for (L, xs, _, _), b0 in zip(subs, _firsts(split)):
+        for (L, xs, *_), b0 in zip(subs, _firsts(split)):
             pad_batch_last(xv[b0:b0 + L], xp, xs, hp * wp * L, hp, wp, pt, pl, zeros(0, x.dtype))
         block_fwd_tiles(xp, off, np_view(values), ids, b, y, OH, OW, wp, subs)
-        for (L, _, ys, _), b0 in zip(subs, _firsts(split)):
+        for (L, _, ys, *_), b0 in zip(subs, _firsts(split)):
             transpose_into(y[ys:ys + out_channels * OH * OW * L].reshape(-1, L), nchw[b0:b0 + L])
         ctx.save_for_backward(torch.from_numpy(xp), values)
-        ctx.geo, ctx.shape, ctx.hw, ctx.arrays = geo, (B0, C, H, W), (hp, wp), (off, goff, subs, split)
+        ctx.geo, ctx.shape, ctx.hw, ctx.arrays = geo, (B0, C, H, W), (hp, wp), (off, goff, subs, split, xoff, cell_h, cell_w)
         ctx.has_bias = bias is not None
         return out
 
@@ -98,7 +106,7 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         refuse_double_backward("BlockSparseConv2d")
         xp, values = ctx.saved_tensors
         B0, C, H, W = ctx.shape
-        (hp, wp), (off, goff, subs, split) = ctx.hw, ctx.arrays
+        (hp, wp), (off, goff, subs, split, xoff, cell_h, cell_w) = ctx.hw, ctx.arrays
         OC, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
         B = _lanes(B0)
         npix = OH * OW
@@ -110,14 +118,14 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         if B == B0 and dy.is_contiguous():  # one pass per sub-batch: batch-last copy and the bias gradient
             sums = np_empty((len(split), OC), dy.dtype) if need_db else None
             dyv = np_view(dy)
-            for i, ((L, _, ys, _), b0) in enumerate(zip(subs, _firsts(split))):
+            for i, ((L, _, ys, *_), b0) in enumerate(zip(subs, _firsts(split))):
                 pad_batch_last(dyv[b0:b0 + L], gy, ys, npix * L, OH, OW, 0, 0,
                                sums[i] if need_db else zeros(0, dy.dtype))
             if need_db:
                 np.sum(sums, axis=0, out=db_np)
         else:
             t = torch.from_numpy(gy)
-            for (L, _, ys, _), b0 in zip(subs, _firsts(split)):
+            for (L, _, ys, *_), b0 in zip(subs, _firsts(split)):
                 part = t[ys:ys + OC * npix * L].view(OC, OH, OW, L)
                 real = max(0, min(L, B0 - b0))
                 part[..., real:] = 0.0  # the padding images contribute nothing to dW
@@ -127,13 +135,13 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         vals = np_view(values)
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dxp = np_empty(xp.shape[0], dy.dtype)  # zeroed by the kernel, in parallel
+            dxl = np_empty(C * H * W * B, dy.dtype)  # zeroed by the kernel, in parallel
             full = np_empty((B, C, H, W), dy.dtype)
             dx = strided_tensor(full, (B0, C, H, W), (C * H * W, H * W, W, 1))
-            block_dx_tiles(gy, goff, vals, off, dxp, OH, OW, wp, subs)
-            for (L, xs, _, _), b0 in zip(subs, _firsts(split)):
-                unpad_batch_first(dxp, xs, hp * wp * L, wp, ctx.geo.padding[0], ctx.geo.padding[2],
-                                  full[b0:b0 + L])
+            block_dx_gather(gy, goff, vals, cell_h, cell_w, xoff, dxl, H, W, OH, OW, ctx.geo.padding[0],
+                            ctx.geo.padding[2], subs)
+            for (L, _, _, _, ds, _), b0 in zip(subs, _firsts(split)):
+                unpad_batch_first(dxl, ds, H * W * L, W, 0, 0, full[b0:b0 + L])
         if ctx.needs_input_grad[1]:
             dw_np = np_empty(values.shape, values.dtype)
             dw = torch.from_numpy(dw_np)

@@ -3,13 +3,13 @@
 numba's loop vectoriser keeps a kernel's accumulator in memory: every sweep over a few weights loads and stores
 the output run again, and every loaded input value feeds one output. These intrinsics keep a whole tile of
 accumulators in vector registers for the entire reduction, so each loaded vector of one operand feeds four
-outputs (rows or columns of the tile) and nothing is stored until the end. They serve the HRBP block
+outputs (block rows, or input channels of the gather-form input gradient) and nothing is stored until the end. They serve the HRBP block
 convolution on batch-last data (``block_tiles.py``), where a block's rows share every input stream and the
 vectorised dimension (the batch) is contiguous and a multiple of the vector length.
 
 Every intrinsic works on 1-D C-contiguous arrays of one float dtype and ``LANES``-element vectors, with
 element offsets that the caller keeps in bounds (unchecked, as in ``simd.tile8``). A tile narrower than its
-width (the last rows or columns of a block) repeats its last row or column: the repeated lanes compute the same
+width (the last rows or channels of a block) repeats its last row or channel: the repeated lanes compute the same
 values and store them to the same place (the input-gradient tile adds zeros instead). No torch import here.
 
 Tile sizes follow the target's register file (numba's target features, so ``NUMBA_CPU_FEATURES`` is honoured):
@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 
 AVX512 = "+avx512f" in (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten())
 LANES = 16 if AVX512 else 8  # elements per vector: one register of float32
-TILE = 4  # rows (forward) or columns (dX) of the register tile, and rows of the dW tile
+TILE = 4  # rows (forward) or input channels (dX) of the register tile, and rows of the dW tile
 WIDE_NV = 4 if AVX512 else 2  # most vectors per row of the forward and dX tiles
 DOT_COLS = 4 if AVX512 else 2  # columns of the dW tile (TILE x DOT_COLS vector accumulators)
 _I32 = ir.IntType(32)
@@ -144,47 +144,58 @@ def _make_rows_tile(nv: int):
     return rows_tile
 
 
-def _make_cols_tile(nv: int, ncols: int = TILE):
+def _make_gather_tile(nv: int):
     @intrinsic
-    def cols_tile(typingctx, w, wbase, K, R, k0, nk, gy, goff, gbase, dx, xoff, xbase):
-        """Input-gradient tile, TILE columns x nv*LANES lanes: for j < nk (column k = k0 + j),
-        dx[xoff[k] + xbase + l] += sum_{r<R} w[wbase + r*K + k] * gy[goff[r] + gbase + l]."""
-        sig = types.void(w, types.int64, types.int64, types.int64, types.int64, types.int64, gy, goff, types.int64,
-                         dx, xoff, types.int64)
+    def gather_tile(typingctx, w, wbase, K, R, p, j0, nj, qv, qoff, nq, gy, goff, gbase, dx, xoff, xbase):
+        """Input-gradient tile in gather form, TILE input channels x nv*LANES lanes of one input pixel: for j < nj
+        (block channel c = j0 + j), dx[xoff[c] + xbase + l] += sum_{n<nq} sum_{r<R} w[wbase + r*K + c*p + qv[n]] *
+        gy[goff[r] + qoff[n] + gbase + l]. ``qv``/``qoff``: the kernel cells whose output pixel exists, and that
+        pixel's offset. A repeated channel (j >= nj) adds zeros, after the real one's store."""
+        sig = types.void(w, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64, qv, qoff,
+                         types.int64, gy, goff, types.int64, dx, xoff, types.int64)
 
         def codegen(context, builder, signature, args):
-            a_w, v_wb, v_k, v_r, v_k0, v_nk, a_g, a_go, v_gb, a_dx, a_xo, v_xb = args
+            (a_w, v_wb, v_k, v_r, v_p, v_j0, v_nj, a_qv, a_qo, v_nq, a_g, a_go, v_gb, a_dx, a_xo, v_xb) = args
             elem, vec, align = _vector(context, signature.args[0].dtype)
             fma = _fma(builder, vec, signature.args[0].dtype.bitwidth)
-            wd, gd, go, dd, xo = (_data(context, builder, signature.args[i], a) for i, a in
-                                  ((0, a_w), (6, a_g), (7, a_go), (9, a_dx), (10, a_xo)))
-            cols = [_clamped(builder, j, v_nk, v_k0) for j in range(ncols)]
-            live = [builder.icmp_signed("<", _const(j), v_nk) for j in range(ncols)]
+            wd, qvd, qod, gd, go, dd, xo = (_data(context, builder, signature.args[i], a) for i, a in
+                                            ((0, a_w), (7, a_qv), (8, a_qo), (10, a_g), (11, a_go), (13, a_dx),
+                                             (14, a_xo)))
+            chans = [_clamped(builder, j, v_nj, v_j0) for j in range(TILE)]
+            live = [builder.icmp_signed("<", _const(j), v_nj) for j in range(TILE)]
+            wcol = [builder.add(v_wb, builder.mul(c, v_p)) for c in chans]
             zero_e = ir.Constant(elem, 0.0)
             zero = ir.Constant(vec, [zero_e] * LANES)
 
-            def body(r, acc):
-                o = builder.add(_at(builder, go, r), v_gb)
-                gv = [builder.load(_vptr(builder, gd, builder.add(o, _const(v * LANES)), vec), align=align)
-                      for v in range(nv)]
-                wr = builder.add(v_wb, builder.mul(r, v_k))
-                out = []
-                for j in range(ncols):  # a repeated column adds zeros: its weight is taken as 0
-                    wj = builder.select(live[j], _at(builder, wd, builder.add(wr, cols[j])), zero_e)
-                    wv = _splat(builder, vec, wj)
-                    out += [builder.call(fma, [wv, gv[v], acc[j * nv + v]]) for v in range(nv)]
-                return out
+            def cell(n, acc):
+                q = _at(builder, qvd, n)
+                gq = builder.add(_at(builder, qod, n), v_gb)
+                wq = [builder.add(b, q) for b in wcol]
 
-            acc = _loop(builder, _const(0), v_r, 1, [zero] * (ncols * nv), body)
-            for j in range(ncols):
-                base = builder.add(_at(builder, xo, cols[j]), v_xb)
+                def row(r, acc):
+                    o = builder.add(_at(builder, go, r), gq)
+                    gv = [builder.load(_vptr(builder, gd, builder.add(o, _const(v * LANES)), vec), align=align)
+                          for v in range(nv)]
+                    wr = builder.mul(r, v_k)
+                    out = []
+                    for j in range(TILE):
+                        wj = builder.select(live[j], _at(builder, wd, builder.add(wq[j], wr)), zero_e)
+                        wv = _splat(builder, vec, wj)
+                        out += [builder.call(fma, [wv, gv[v], acc[j * nv + v]]) for v in range(nv)]
+                    return out
+
+                return _loop(builder, _const(0), v_r, 1, acc, row)
+
+            acc = _loop(builder, _const(0), v_nq, 1, [zero] * (TILE * nv), cell)
+            for j in range(TILE):
+                base = builder.add(_at(builder, xo, chans[j]), v_xb)
                 for v in range(nv):
-                    p = _vptr(builder, dd, builder.add(base, _const(v * LANES)), vec)
-                    builder.store(builder.fadd(builder.load(p, align=align), acc[j * nv + v]), p, align=align)
+                    ptr = _vptr(builder, dd, builder.add(base, _const(v * LANES)), vec)
+                    builder.store(builder.fadd(builder.load(ptr, align=align), acc[j * nv + v]), ptr, align=align)
             return context.get_dummy_value()
 
         return sig, codegen
-    return cols_tile
+    return gather_tile
 
 
 def _make_dot_tile(ncols: int):
@@ -246,5 +257,5 @@ def _make_dot_tile(ncols: int):
 
 # TILE rows (columns) x nv vectors, one per width of a sub-batch (block_tiles.py); nv = 3, 4 unused with AVX2
 rows_tile_1, rows_tile_2, rows_tile_3, rows_tile_4 = (_make_rows_tile(nv) for nv in (1, 2, 3, 4))
-cols_tile_1, cols_tile_2, cols_tile_3, cols_tile_4 = (_make_cols_tile(nv) for nv in (1, 2, 3, 4))
+gather_tile_1, gather_tile_2, gather_tile_3, gather_tile_4 = (_make_gather_tile(nv) for nv in (1, 2, 3, 4))
 dot_tile = _make_dot_tile(DOT_COLS)
