@@ -20,11 +20,13 @@ def test_transposed_matches_torch(rows, cols, dtype, strided):
     assert torch.equal(out, t.t())
 
 
-@pytest.mark.parametrize("shape", [(902, 771), (77, 1031), (64, 64), (8, 4096), (4099, 9), (513, 520)])
+@pytest.mark.parametrize("shape", [(902, 771), (77, 1031), (64, 64), (8, 4096), (4099, 9), (513, 520),
+                                   (2048, 64), (16387, 61), (3000, 128), (2051, 8)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_transposed_register_tiles_both_orders(shape, dtype):
-    """Wide sources take the row-strip order, tall ones the 64 x 64 blocks; edges that are not whole tiles are
-    scalar. Every element lands once (the destination starts as NaN)."""
+def test_transposed_register_tiles_all_orders(shape, dtype):
+    """Wide sources take the row-strip order, tall ones the 64 x 64 blocks, tall and narrow ones (at least 2048
+    rows, at most 128 columns) blocks of 128 rows; edges that are not whole tiles are scalar. Every element lands
+    once (the destination starts as NaN)."""
     t = torch.randn(*shape, dtype=dtype)
     out = torch.full((shape[1], shape[0]), float("nan"), dtype=dtype)
     assert transposed(t, out) is out and torch.equal(out, t.t())
