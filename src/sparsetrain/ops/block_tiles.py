@@ -97,7 +97,8 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         for (L, _, ys, *_), b0 in zip(subs, _firsts(split)):
             transpose_into(y[ys:ys + out_channels * OH * OW * L].reshape(-1, L), nchw[b0:b0 + L])
         ctx.save_for_backward(torch.from_numpy(xp), values)
-        ctx.geo, ctx.shape, ctx.hw, ctx.arrays = geo, (B0, C, H, W), (hp, wp), (off, goff, subs, split, xoff, cell_h, cell_w)
+        ctx.geo, ctx.shape, ctx.hw = geo, (B0, C, H, W), (hp, wp)
+        ctx.arrays = (off, goff, subs, split, xoff, cell_h, cell_w)
         ctx.has_bias = bias is not None
         return out
 

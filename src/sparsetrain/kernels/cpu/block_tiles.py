@@ -2,17 +2,17 @@
 
 Layout: the batch is split into sub-batches of at most ``WIDE`` images (``subs``, one row per sub-batch: lanes L,
 starts and lengths of its parts of the buffers), and each sub-batch is its own zero-padded batch-last array,
-(C, hp, wp, L) flat. Block column ``k`` of group ``g`` (its input channel at one kernel cell) for
-output pixel (oh, ow) of sub-batch ``s`` is then the contiguous run of L images at ``off[s, g, k] + (oh*wp + ow)*L``
-from the sub-batch's start. The output, its gradient and the input gradient are compact (unpadded) batch-last per
-sub-batch, (C_O, OH, OW, L) and (C, H, W, L); ``goff[s, g, r]`` is the start of block row r's output channel. L is a multiple of ``LANES`` (16 with AVX-512,
-else 8; the op pads the batch).
+(C, hp, wp, L) flat. Block column ``k`` of group ``g`` (its input channel at one kernel cell) for output pixel
+(oh, ow) of sub-batch ``s`` is then the contiguous run of L images at ``off[s, g, k] + (oh*wp + ow)*L`` from the
+sub-batch's start. The output, its gradient and the input gradient are compact (unpadded) batch-last per
+sub-batch, (C_O, OH, OW, L) and (C, H, W, L); ``goff[s, g, r]`` is the start of block row r's output channel. L is
+a multiple of ``LANES`` (16 with AVX-512, else 8; the op pads the batch).
 
 Why sub-batches rather than one (C, hp, wp, B) array: a task then streams memory that is its own and contiguous.
 With B = 128 split into two 64-lane tasks inside one array, each core read and wrote every other 256 bytes, and the
 power-of-two pixel stride put a tile's rows into few L1 sets; measured on the kernels alone, one thread, two
-64-image sub-batches against one 128-image array: forward 1.12-1.39x and dX 1.20-1.73x faster (VGG-19's 8x8,
-16x16 and 4x4 layers at 95%), dW level.
+64-image sub-batches against one 128-image array: forward 1.12-1.39x and the (then scatter-form) dX 1.20-1.73x
+faster (VGG-19's 8x8, 16x16 and 4x4 layers at 95%), dW level.
 
 * ``block_fwd_tiles``  y = bias + W_g @ X_g per (sub-batch, group, pixel) task; four rows share each input load.
 * ``block_dx_gather``  dX in gather form: for an input pixel and four channels of a group, the sum over the group's
@@ -121,10 +121,10 @@ def block_dw_tiles(gy, goff, xp, off, dw, OH, OW, wp, subs):
 @njit(**JIT)
 def block_dx_gather(gy, goff, vals, cell_h, cell_w, xoff, dx, H, W, OH, OW, pt, pl, subs):
     """Input gradient in gather form into the unpadded batch-last sub-batches of ``dx`` (C, H, W, L each, starting
-    at ``subs[s, 4]``, of length ``subs[s, 5]``), overwritten. For every input pixel, group and four of the group's channels, one register
-    tile sums the group's rows over the cells whose output pixel exists (``cell_h``/``cell_w`` (t, p): the cells'
-    row and column shifts, dilation included), so each tile is stored once after R x p multiply-add steps.
-    ``xoff`` (S, t, c): each block channel's plane."""
+    at ``subs[s, 4]``, of length ``subs[s, 5]``), overwritten. For every input pixel, group and four of the group's
+    channels, one register tile sums the group's rows over the cells whose output pixel exists (``cell_h`` and
+    ``cell_w`` (t, p): the cells' row and column shifts, dilation included), so each tile is stored once after
+    R x p multiply-add steps. ``xoff`` (S, t, c): each block channel's plane."""
     t, R, K = vals.shape
     p = cell_h.shape[1]
     c = K // p

@@ -3,9 +3,9 @@
 numba's loop vectoriser keeps a kernel's accumulator in memory: every sweep over a few weights loads and stores
 the output run again, and every loaded input value feeds one output. These intrinsics keep a whole tile of
 accumulators in vector registers for the entire reduction, so each loaded vector of one operand feeds four
-outputs (block rows, or input channels of the gather-form input gradient) and nothing is stored until the end. They serve the HRBP block
-convolution on batch-last data (``block_tiles.py``), where a block's rows share every input stream and the
-vectorised dimension (the batch) is contiguous and a multiple of the vector length.
+outputs (block rows, or input channels of the gather-form input gradient) and nothing is stored until the end.
+They serve the HRBP block convolution on batch-last data (``block_tiles.py``), where a block's rows share every
+input stream and the vectorised dimension (the batch) is contiguous and a multiple of the vector length.
 
 Every intrinsic works on 1-D C-contiguous arrays of one float dtype and ``LANES``-element vectors, with
 element offsets that the caller keeps in bounds (unchecked, as in ``simd.tile8``). A tile narrower than its
@@ -255,7 +255,7 @@ def _make_dot_tile(ncols: int):
     return dot_tile
 
 
-# TILE rows (columns) x nv vectors, one per width of a sub-batch (block_tiles.py); nv = 3, 4 unused with AVX2
+# TILE rows (channels) x nv vectors, one per width of a sub-batch (block_tiles.py); nv = 3, 4 unused with AVX2
 rows_tile_1, rows_tile_2, rows_tile_3, rows_tile_4 = (_make_rows_tile(nv) for nv in (1, 2, 3, 4))
 gather_tile_1, gather_tile_2, gather_tile_3, gather_tile_4 = (_make_gather_tile(nv) for nv in (1, 2, 3, 4))
 dot_tile = _make_dot_tile(DOT_COLS)
