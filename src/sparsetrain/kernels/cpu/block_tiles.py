@@ -20,7 +20,8 @@ faster (VGG-19's 8x8, 16x16 and 4x4 layers at 95%), dW level.
   added to dX once. Parallel over sub-batches only: every task owns its images, so no two tasks add to the same
   place (an input channel belongs to several groups). The scatter form (a tile per output pixel and four block
   columns, added into the padded input after only R steps) was 1.05-1.16x slower per layer step (min of 40
-  alternating steps: 128x256@8, 256x256@8, 512x512@4, 512x512@2, 64x64@8 at 95%).
+  alternating steps: 128x256@8, 256x256@8, 512x512@4, 512x512@2, 64x64@8 at 95%). A group's last one or two
+  channels take a two-channel tile (at 95% a 128-channel input gives 14 per group): 1.01-1.06x per step.
 * ``block_dw_tiles``   dW_g[r, k] = sum over sub-batches, pixels and images of gy * x in 4 x ``DOT_COLS`` register
   tiles; a task owns four rows of one block.
 
@@ -33,8 +34,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .microkernels import (DOT_COLS, LANES, TILE, WIDE_NV, dot_tile, gather_tile_1, gather_tile_2, gather_tile_3,
-                           gather_tile_4, rows_tile_1, rows_tile_2, rows_tile_3, rows_tile_4)
+from .microkernels import (DOT_COLS, LANES, TILE, WIDE_NV, dot_tile, gather_pair_1, gather_pair_2, gather_pair_3,
+                           gather_pair_4, gather_tile_1, gather_tile_2, gather_tile_3, gather_tile_4, rows_tile_1,
+                           rows_tile_2, rows_tile_3, rows_tile_4)
 from .runs import JIT
 
 WIDE = WIDE_NV * LANES  # most lanes of one sub-batch (one register tile's width)
@@ -56,8 +58,17 @@ def _rows(nv, w, wb, K, nr, x, xo, xb, y, ids, r0, ys, yb, bias):
 
 @njit(inline="always")
 def _gather(nv, w, wb, K, R, p, j0, nj, qv, qo, nq, gy, go, gb, dx, xo, xb):
-    """The gather-form input-gradient tile of ``nv`` vectors."""
-    if nv == 4:
+    """The gather-form input-gradient tile of ``nv`` vectors; two channels wide when at most two are left."""
+    if nj <= 2:
+        if nv == 4:
+            gather_pair_4(w, wb, K, R, p, j0, nj, qv, qo, nq, gy, go, gb, dx, xo, xb)
+        elif nv == 3:
+            gather_pair_3(w, wb, K, R, p, j0, nj, qv, qo, nq, gy, go, gb, dx, xo, xb)
+        elif nv == 2:
+            gather_pair_2(w, wb, K, R, p, j0, nj, qv, qo, nq, gy, go, gb, dx, xo, xb)
+        else:
+            gather_pair_1(w, wb, K, R, p, j0, nj, qv, qo, nq, gy, go, gb, dx, xo, xb)
+    elif nv == 4:
         gather_tile_4(w, wb, K, R, p, j0, nj, qv, qo, nq, gy, go, gb, dx, xo, xb)
     elif nv == 3:
         gather_tile_3(w, wb, K, R, p, j0, nj, qv, qo, nq, gy, go, gb, dx, xo, xb)

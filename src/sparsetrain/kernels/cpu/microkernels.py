@@ -144,10 +144,10 @@ def _make_rows_tile(nv: int):
     return rows_tile
 
 
-def _make_gather_tile(nv: int):
+def _make_gather_tile(nv: int, nch: int = TILE):
     @intrinsic
     def gather_tile(typingctx, w, wbase, K, R, p, j0, nj, qv, qoff, nq, gy, goff, gbase, dx, xoff, xbase):
-        """Input-gradient tile in gather form, TILE input channels x nv*LANES lanes of one input pixel: for j < nj
+        """Input-gradient tile in gather form, nch input channels x nv*LANES lanes of one input pixel: for j < nj
         (block channel c = j0 + j), dx[xoff[c] + xbase + l] += sum_{n<nq} sum_{r<R} w[wbase + r*K + c*p + qv[n]] *
         gy[goff[r] + qoff[n] + gbase + l]. ``qv``/``qoff``: the kernel cells whose output pixel exists, and that
         pixel's offset. A repeated channel (j >= nj) adds zeros, after the real one's store."""
@@ -161,8 +161,8 @@ def _make_gather_tile(nv: int):
             wd, qvd, qod, gd, go, dd, xo = (_data(context, builder, signature.args[i], a) for i, a in
                                             ((0, a_w), (7, a_qv), (8, a_qo), (10, a_g), (11, a_go), (13, a_dx),
                                              (14, a_xo)))
-            chans = [_clamped(builder, j, v_nj, v_j0) for j in range(TILE)]
-            live = [builder.icmp_signed("<", _const(j), v_nj) for j in range(TILE)]
+            chans = [_clamped(builder, j, v_nj, v_j0) for j in range(nch)]
+            live = [builder.icmp_signed("<", _const(j), v_nj) for j in range(nch)]
             wcol = [builder.add(v_wb, builder.mul(c, v_p)) for c in chans]
             zero_e = ir.Constant(elem, 0.0)
             zero = ir.Constant(vec, [zero_e] * LANES)
@@ -178,7 +178,7 @@ def _make_gather_tile(nv: int):
                           for v in range(nv)]
                     wr = builder.mul(r, v_k)
                     out = []
-                    for j in range(TILE):
+                    for j in range(nch):
                         wj = builder.select(live[j], _at(builder, wd, builder.add(wq[j], wr)), zero_e)
                         wv = _splat(builder, vec, wj)
                         out += [builder.call(fma, [wv, gv[v], acc[j * nv + v]]) for v in range(nv)]
@@ -186,8 +186,8 @@ def _make_gather_tile(nv: int):
 
                 return _loop(builder, _const(0), v_r, 1, acc, row)
 
-            acc = _loop(builder, _const(0), v_nq, 1, [zero] * (TILE * nv), cell)
-            for j in range(TILE):
+            acc = _loop(builder, _const(0), v_nq, 1, [zero] * (nch * nv), cell)
+            for j in range(nch):
                 base = builder.add(_at(builder, xo, chans[j]), v_xb)
                 for v in range(nv):
                     ptr = _vptr(builder, dd, builder.add(base, _const(v * LANES)), vec)
@@ -258,4 +258,6 @@ def _make_dot_tile(ncols: int):
 # TILE rows (channels) x nv vectors, one per width of a sub-batch (block_tiles.py); nv = 3, 4 unused with AVX2
 rows_tile_1, rows_tile_2, rows_tile_3, rows_tile_4 = (_make_rows_tile(nv) for nv in (1, 2, 3, 4))
 gather_tile_1, gather_tile_2, gather_tile_3, gather_tile_4 = (_make_gather_tile(nv) for nv in (1, 2, 3, 4))
+# two channels: a group's last channels when fewer than three are left
+gather_pair_1, gather_pair_2, gather_pair_3, gather_pair_4 = (_make_gather_tile(nv, 2) for nv in (1, 2, 3, 4))
 dot_tile = _make_dot_tile(DOT_COLS)
