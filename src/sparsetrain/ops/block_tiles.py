@@ -41,9 +41,9 @@ def batch_split(B: int, threads: int) -> tuple[int, ...]:
 def tiles_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: torch.Tensor, geo: ConvGeometry,
                C: int, out_channels: int, H: int, W: int, npix: int, split: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Element offsets for the sub-batches ``split``: (off (S, t, c*p) of every block column in a sub-batch's padded
-    input, goff (S, t, R) of every block row's gradient plane, ids (t, R) the rows as int64, subs (S, 6): lanes,
+    input, goff (S, t, R) of every block row's gradient plane, ids (t, R) the rows as int64, subs (S, 7): lanes,
     start in the padded input buffer, in the output buffer, padded input length, start in the unpadded input
-    gradient, its length; and for the gather-form dX: xoff (S, t, c) each block channel's unpadded plane, cell_h and
+    gradient, its length, first image; and for the gather-form dX: xoff (S, t, c) each block channel's unpadded plane, cell_h and
     cell_w (t, p) the cells' shifts), cached per input size."""
     pt, pb, pl, pr = geo.padding
     hp, wp = H + pt + pb, W + pl + pr
@@ -58,7 +58,7 @@ def tiles_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: to
         lanes = torch.tensor(split)
         x_len, y_len, d_len = C * hp * wp * lanes, out_channels * npix * lanes, C * H * W * lanes
         starts = torch.stack([lanes, torch.cumsum(x_len, 0) - x_len, torch.cumsum(y_len, 0) - y_len, x_len,
-                              torch.cumsum(d_len, 0) - d_len, d_len], 1)
+                              torch.cumsum(d_len, 0) - d_len, d_len, torch.cumsum(lanes, 0) - lanes], 1)
         return kernel_arrays(pixels[None] * lanes[:, None, None], ids[None] * (npix * lanes)[:, None, None], ids,
                              starts, channels.long()[None] * (H * W * lanes)[:, None, None], (cells // Kw) * dh,
                              (cells % Kw) * dw)
@@ -91,10 +91,10 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         nchw = np_empty((B, out_channels * OH * OW), x.dtype)
         out = strided_tensor(nchw, (B0, out_channels, OH, OW), (out_channels * OH * OW, OH * OW, OW, 1))  # first
         b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
-        for (L, xs, *_), b0 in zip(subs, _firsts(split)):
+        for L, xs, _, _, _, _, b0 in subs:
             pad_batch_last(xv[b0:b0 + L], xp, xs, hp * wp * L, hp, wp, pt, pl, zeros(0, x.dtype))
         block_fwd_tiles(xp, off, np_view(values), ids, b, y, OH, OW, wp, subs)
-        for (L, _, ys, *_), b0 in zip(subs, _firsts(split)):
+        for L, _, ys, _, _, _, b0 in subs:
             transpose_into(y[ys:ys + out_channels * OH * OW * L].reshape(-1, L), nchw[b0:b0 + L])
         ctx.save_for_backward(torch.from_numpy(xp), values)
         ctx.geo, ctx.shape, ctx.hw = geo, (B0, C, H, W), (hp, wp)
@@ -119,14 +119,14 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
         if B == B0 and dy.is_contiguous():  # one pass per sub-batch: batch-last copy and the bias gradient
             sums = np_empty((len(split), OC), dy.dtype) if need_db else None
             dyv = np_view(dy)
-            for i, ((L, _, ys, *_), b0) in enumerate(zip(subs, _firsts(split))):
+            for i, (L, _, ys, _, _, _, b0) in enumerate(subs):
                 pad_batch_last(dyv[b0:b0 + L], gy, ys, npix * L, OH, OW, 0, 0,
                                sums[i] if need_db else zeros(0, dy.dtype))
             if need_db:
                 np.sum(sums, axis=0, out=db_np)
         else:
             t = torch.from_numpy(gy)
-            for (L, _, ys, *_), b0 in zip(subs, _firsts(split)):
+            for L, _, ys, _, _, _, b0 in subs:
                 part = t[ys:ys + OC * npix * L].view(OC, OH, OW, L)
                 real = max(0, min(L, B0 - b0))
                 part[..., real:] = 0.0  # the padding images contribute nothing to dW
@@ -141,7 +141,7 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
             dx = strided_tensor(full, (B0, C, H, W), (C * H * W, H * W, W, 1))
             block_dx_gather(gy, goff, vals, cell_h, cell_w, xoff, dxl, H, W, OH, OW, ctx.geo.padding[0],
                             ctx.geo.padding[2], subs)
-            for (L, _, _, _, ds, _), b0 in zip(subs, _firsts(split)):
+            for L, _, _, _, ds, _, b0 in subs:
                 unpad_batch_first(dxl, ds, H * W * L, W, 0, 0, full[b0:b0 + L])
         if ctx.needs_input_grad[1]:
             dw_np = np_empty(values.shape, values.dtype)
@@ -149,7 +149,3 @@ class BlockTilesConv2dFunction(torch.autograd.Function):
             block_dw_tiles(gy, goff, xp.numpy(), off, dw_np, OH, OW, wp, subs)
         return dx, dw, db, None, None, None, None, None, None
 
-
-def _firsts(split: tuple[int, ...]) -> list[int]:
-    """The first image of every sub-batch."""
-    return [sum(split[:i]) for i in range(len(split))]
