@@ -92,6 +92,16 @@ def test_leaf_input_gradient_is_contiguous_and_inner_gradient_stays_transposed()
     torch.testing.assert_close(s1.values.grad, d1.weight.grad[s1.mask()])
 
 
+@pytest.mark.parametrize("k,b,dtype", [(32, 8, D), (64, 19, D), (70, 4100, D), (97, 1, D), (5, 33, D),
+                                       (96, 23, torch.float32)])
+def test_leaf_gradient_written_row_major_by_the_fused_pass(k, b, dtype):
+    """A leaf input's gradient comes straight from the fused dX+dW pass, written row-major: whole 32-feature blocks
+    through register-tile transposes, a partial last block, batch edges, more than one 4096-column run tile."""
+    s, d = make(k, 23, 0.6, seed=k + b, dtype=dtype)
+    tol = {} if dtype == D else dict(rtol=1e-5, atol=1e-5)
+    compare(s, d, torch.randn(b, k, dtype=dtype), **tol)
+
+
 def test_empty_batch():
     s, d = make(8, 6, 0.5)
     compare(s, d, torch.randn(0, 8, dtype=D))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.cpu import sddmm_runs, spmm_runs, spmm_sddmm_runs
+from ..kernels.cpu import sddmm_runs, spmm_runs, spmm_sddmm_rows, spmm_sddmm_runs
 from .common import (NO_INDEX, check_cpu_input, fused_parts, np_empty, np_view, refuse_double_backward, strided_tensor,
                      transposed, values_in_order, zeros)
 from .plan import Plan, cached, kernel_arrays, transpose_structure
@@ -64,7 +64,16 @@ class SparseLinearFunction(torch.autograd.Function):
         threads = sync_threads()
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         g = np_view(dyT).reshape(1, -1)
-        if need_dx:
+        if need_dx and need_dw and ctx.leaf_input:
+            # a leaf's .grad must be contiguous: the fused pass writes it row-major itself, 32 input
+            # features per task through register-tile transposes (no transpose pass through memory afterwards)
+            dx_np = np_empty((B, K), xT.dtype)
+            dx = torch.from_numpy(dx_np)
+            dw_np = np_empty(values.shape, values.dtype)
+            dw = torch.from_numpy(dw_np)
+            spmm_sddmm_rows(g, t_ptr, offT, *values_in_order(values, perm), np_view(xT).reshape(1, -1), perm, dx_np,
+                            dw_np, np_empty((1, values.numel()), values.dtype), B, _TILE)
+        elif need_dx:
             dxT = np_empty((1, K * B), xT.dtype)
             # tensors before the kernels (cold caches after them); a leaf's gets transposed below
             dx = torch.from_numpy(dxT.reshape(K, B)) if ctx.leaf_input else strided_tensor(dxT, (B, K), (1, B))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .simd import tile8
+
 JIT = dict(parallel=True, fastmath=True, cache=True, nogil=True)
 
 
@@ -240,3 +242,49 @@ def _fused_row(sr, xr, yr, ptr, off, vals, vidx, acc, yb, q0, m, r):
             a0 += xr[yb + q] * s0
         acc[p] = a0
         p += 1
+
+
+# structure rows per task of spmm_sddmm_rows: two 64-byte lines of every output row, so no two tasks share a line
+# (alternating A/B, 2 threads: 16 gained less on 3072->768 B=902, 64 about the same)
+_OUT_ROWS = 32
+
+
+@njit(**JIT)
+def spmm_sddmm_rows(src, ptr, off, vals, vidx, xs, perm, out, dw, dw_part, n, tile):
+    """``spmm_sddmm_runs`` for one group (a linear layer's dX and dW), writing the input gradient transposed:
+    ``out`` (n, R) row-major, ``out[q, r] = sum_p w[p] * src[0, off[p] + q]``, where the run kernel writes row r of
+    (R, n). Each task takes ``_OUT_ROWS`` structure rows into a private buffer (their runs, as in the run kernel)
+    and writes them into ``out`` with 8x8 register-tile transposes, so a leaf input's gradient needs no separate
+    transpose pass through memory. ``xs`` (1, R*n): the layer input, batch-contiguous; ``dw_part`` (1, nnz)."""
+    R = ptr.shape[0] - 1
+    sr = src[0]
+    xr = xs[0]
+    acc = dw_part[0]
+    d = out.ravel()
+    ntiles = (n + tile - 1) // tile
+    nb = n // 8
+    for blk in prange((R + _OUT_ROWS - 1) // _OUT_ROWS):
+        r0 = blk * _OUT_ROWS
+        nr = min(_OUT_ROWS, R - r0)
+        buf = np.empty(_OUT_ROWS * n, out.dtype)
+        for p in range(ptr[r0], ptr[r0 + nr]):
+            acc[p] = 0.0
+        for i in range(nr):
+            r = r0 + i
+            for bt in range(ntiles):
+                q0 = bt * tile
+                _fused_row(sr, xr[r * n:], buf[i * n:], ptr, off, vals, vidx, acc, np.uint64(q0), q0,
+                           np.uint64(min(tile, n - q0)), r)
+        if nr == _OUT_ROWS:
+            for jb in range(nb):
+                for ib in range(_OUT_ROWS // 8):
+                    tile8(buf, ib * 8 * n + jb * 8, n, d, jb * 8 * R + r0 + ib * 8, R)
+            for q in range(nb * 8, n):
+                for i in range(nr):
+                    d[q * R + r0 + i] = buf[i * n + q]
+        else:
+            for q in range(n):
+                for i in range(nr):
+                    d[q * R + r0 + i] = buf[i * n + q]
+    for p in prange(perm.shape[0]):
+        dw[perm[p]] = acc[p]
