@@ -1,7 +1,8 @@
 """Python-side overhead of the sparse layers: fwd+bwd wall time minus time inside the compute kernels.
 
-Everything outside the run kernels (``spmm_runs``/``sddmm_runs``/``spmm_sddmm_runs`` and their ``_same`` twins)
-and the stride>1 conv kernels counts as overhead: layout changes (transposes, padding copies), allocation, autograd and Python. Medians over repeats
+Everything outside the run kernels (``spmm_runs``/``sddmm_runs``/``spmm_sddmm_runs``/``spmm_sddmm_rows``, the
+``_same`` twins) and the stride>1 conv kernels counts as overhead: layout changes (transposes, padding copies),
+allocation, autograd and Python. Medians over repeats
 after warm-up, at the sparsities given (default 0.99, where overhead matters most). The ``floor`` columns time
 a no-op ``torch.autograd.Function`` with the same input and output shapes in the same rounds: the part of the
 overhead that no kernel work can remove while a layer is an autograd Function called from Python.
@@ -26,7 +27,7 @@ import sparsetrain.ops.conv as conv_ops  # noqa: E402
 import sparsetrain.ops.linear as linear_ops  # noqa: E402
 from sparsetrain import SparseConv2d, SparseLinear  # noqa: E402
 
-KERNELS = {linear_ops: ("spmm_runs", "sddmm_runs", "spmm_sddmm_runs"),
+KERNELS = {linear_ops: ("spmm_runs", "sddmm_runs", "spmm_sddmm_runs", "spmm_sddmm_rows"),
            conv_ops: ("spmm_runs", "sddmm_runs", "spmm_sddmm_runs", "spmm_same", "sddmm_same", "spmm_sddmm_same",
                       "conv_forward_bl", "conv_backward_bl", "conv_forward_ow", "conv_backward_ow")}
 _spent = [0.0]
