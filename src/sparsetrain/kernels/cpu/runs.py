@@ -244,8 +244,8 @@ def _fused_row(sr, xr, yr, ptr, off, vals, vidx, acc, yb, q0, m, r):
         p += 1
 
 
-# structure rows per task of spmm_sddmm_rows: two 64-byte lines of every output row, so no two tasks share a line
-# (alternating A/B, 2 threads: 16 gained less on 3072->768 B=902, 64 about the same)
+# structure rows per task of spmm_sddmm_rows: 128 bytes of every output row, so two tasks share at most the cache line
+# at their common block edge (alternating A/B, 2 threads: 16 gained less on 3072->768 B=902, 64 about the same)
 _OUT_ROWS = 32
 
 
