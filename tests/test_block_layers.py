@@ -307,3 +307,29 @@ def test_tiled_variant_any_sub_batches(monkeypatch, kind, batch):
     monkeypatch.setattr(bt, "batch_split", lambda B, threads: _split(kind, B))
     sparse, dense = conv_pair(6, 12, 3, 0.4, 3, variant="tiled", padding=1)
     compare_block(sparse, dense, torch.randn(batch, 6, 5, 7, dtype=D))
+
+
+def test_tiled_workspaces_are_safe_across_calls():
+    """The tiled op's batch-last buffers are reused between calls: two graphs through one layer alive at once,
+    backward in the other order, one of them twice (retain_graph), a smaller batch in between, all match dense."""
+    sparse, dense = conv_pair(6, 16, 3, 0.4, 2, variant="tiled", padding=1)
+    with torch.no_grad():
+        dense.weight.mul_(sparse.mask())
+    xs = [torch.randn(b, 6, 5, 4, dtype=D) for b in (32, 32, 16)]
+    g = [torch.randn(b, 16, 5, 4, dtype=D) for b in (32, 32, 16)]
+    ins = [x.clone().requires_grad_() for x in xs]
+    outs = [sparse(x) for x in ins[:2]]
+    for y, x in zip(outs, xs[:2]):
+        torch.testing.assert_close(y, dense(x))
+    outs[1].backward(g[1], retain_graph=True)
+    sparse(ins[2]).backward(g[2])  # another input size between the two backward passes
+    outs[0].backward(g[0])
+    outs[1].backward(g[1])
+    for i, (x, gy) in enumerate(zip(xs, g)):
+        xd = x.clone().requires_grad_()
+        dense(xd).backward(gy)
+        torch.testing.assert_close(ins[i].grad, xd.grad * (2 if i == 1 else 1))
+    dense.weight.grad = None
+    for x, gy, k in zip(xs, g, (1, 2, 1)):
+        (dense(x) * k).backward(gy)
+    torch.testing.assert_close(sparse.values.grad, sparse.layout.gather(dense.weight.grad))

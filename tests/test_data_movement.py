@@ -59,11 +59,7 @@ def test_taken_gathers_in_order():
     assert taken(v, perm[:0]).numel() == 0
 
 
-@settings(max_examples=80, deadline=None)
-@given(b=st.integers(1, 20), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9), pt=st.integers(0, 2),
-       pb=st.integers(0, 2), pl=st.integers(0, 2), extra=st.integers(0, 3), dtype=st.sampled_from([torch.float32,
-                                                                                                 torch.float64]))
-def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dtype):
+def _check_pad_and_unpad(b, c, h, w, pt, pb, pl, extra, dtype):
     """Every element of each plane is written: the image batch-last at (pt, pl), zeros everywhere else (padding
     and extra tail columns), and nothing outside the planes; the channel sums when asked for; unpadding reads the
     image back batch-first."""
@@ -83,9 +79,26 @@ def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dty
     planes = dst[base:].view(c, cstride)
     assert torch.equal(planes[:, :hp * wp * b].view(c, hp, wp, b), want)
     assert dst[:base].isnan().all() and planes[:, hp * wp * b:].isnan().all()  # untouched
-    back = torch.empty_like(x)
+    back = torch.full_like(x, float("nan"))
     unpad_batch_first(dst.numpy(), base, cstride, wp, pt, pl, back.numpy())
     assert torch.equal(back, x)
+
+
+@settings(max_examples=80, deadline=None)
+@given(b=st.integers(1, 20), c=st.integers(1, 40), h=st.integers(1, 9), w=st.integers(1, 9), pt=st.integers(0, 2),
+       pb=st.integers(0, 2), pl=st.integers(0, 2), extra=st.integers(0, 3), dtype=st.sampled_from([torch.float32,
+                                                                                                 torch.float64]))
+def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dtype):
+    _check_pad_and_unpad(b, c, h, w, pt, pb, pl, extra, dtype)
+
+
+@pytest.mark.parametrize("b, c, h, w", [(16, 70, 1, 1), (9, 37, 2, 2), (64, 100, 2, 3), (8, 600, 2, 2),
+                                        (24, 13, 4, 4), (16, 5, 8, 8), (3, 40, 7, 1)])
+def test_batch_last_copies_of_many_small_planes(b, c, h, w):
+    """Small planes are copied several channels per register-tile chunk: whole and partial last chunks, more chunks
+    than parallel parts, a chunk of one channel, planes that are not a multiple of 8 pixels."""
+    _check_pad_and_unpad(b, c, h, w, 1, 1, 1, 0, torch.float32)
+    _check_pad_and_unpad(b, c, h, w, 0, 0, 0, 0, torch.float64)
 
 
 @settings(max_examples=60, deadline=None)
