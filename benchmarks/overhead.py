@@ -26,6 +26,7 @@ from torch import nn
 import sparsetrain.ops.conv as conv_ops  # noqa: E402
 import sparsetrain.ops.linear as linear_ops  # noqa: E402
 from sparsetrain import SparseConv2d, SparseLinear  # noqa: E402
+from sparsetrain.runtime import malloc_note, tune_malloc  # noqa: E402
 
 KERNELS = {linear_ops: ("spmm_runs", "sddmm_runs", "spmm_sddmm_runs", "spmm_sddmm_rows"),
            conv_ops: ("spmm_runs", "sddmm_runs", "spmm_sddmm_runs", "spmm_same", "sddmm_same", "spmm_sddmm_same",
@@ -76,11 +77,12 @@ def main(argv=None) -> None:
     ap.add_argument("--sparsity", type=str, default="0.99")
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args(argv)
+    tune_malloc()
     torch.set_num_threads(args.threads)
     for mod, names in KERNELS.items():
         for n in names:
             setattr(mod, n, _timed(getattr(mod, n)))
-    print(f"threads {args.threads}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; medians of {args.repeats} "
+    print(f"threads {args.threads}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; {malloc_note()}; medians of {args.repeats} "
           "fwd+bwd after 3 warm-up")
     print(f"{'case':<42}{'sparsity':>9}{'total ms':>10}{'kernels ms':>12}{'overhead':>10}{'floor ms':>10}"
           f"{'floor/kernels':>15}")

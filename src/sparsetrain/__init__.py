@@ -9,10 +9,11 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import algorithms, masks
 from .algorithms import GMP, SET, HRBPDynamic, LotteryTicket, RigL, Static
 from .formats import CSR, BlockLayout, ConvCSR
+from .runtime import tune_malloc
 from .nn import (BlockSparseConv2d, BlockSparseLinear, DecisionTable, SparseConv2d, SparseLinear, decision_table,
                  densify, sparsify)
 
 __version__ = "0.1.0"
 __all__ = ["SparseLinear", "SparseConv2d", "BlockSparseConv2d", "BlockSparseLinear", "BlockLayout", "sparsify",
            "densify", "decision_table", "DecisionTable", "CSR", "ConvCSR", "masks", "algorithms", "Static", "SET",
-           "RigL", "HRBPDynamic", "GMP", "LotteryTicket", "__version__"]
+           "RigL", "HRBPDynamic", "GMP", "LotteryTicket", "tune_malloc", "__version__"]

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     add_report_arguments(sub.add_parser("report", help="plots and a table from training runs"))
     add_inspect_arguments(sub.add_parser("inspect", help="per-layer sparsity, backend and blocks of a checkpoint"))
     args = parser.parse_args(argv)
+    from .runtime import tune_malloc
+    tune_malloc()  # keep freed memory in the heap: every command here trains or times training steps
     if args.command in ("train", "report", "inspect"):
         from .train import cli_train
         return getattr(cli_train, f"run_{args.command}")(args)

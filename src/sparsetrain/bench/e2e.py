@@ -19,6 +19,7 @@ from torch import nn
 
 from ..masks import hrbp_random, random_mask
 from ..nn import decision_table, sparsify
+from ..runtime import malloc_note, tune_malloc
 from ..train.models import build_model
 
 
@@ -128,7 +129,7 @@ def machine_line() -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"machine: {cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}"
+    return f"machine: {cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; {malloc_note()}"
 
 
 def table(rows: list[dict]) -> str:
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--masks takes comma-separated kinds from {', '.join(MASK_KINDS)}, got {a.masks!r}")
     if a.rounds < 1 or a.warmup < 0:
         p.error("--rounds must be >= 1 and --warmup >= 0")
+    tune_malloc()
     print(machine_line())
     rows = []
     for n in names:

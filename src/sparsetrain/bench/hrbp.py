@@ -26,6 +26,7 @@ from torch import nn
 from ..masks import hrbp_random, random_mask
 from ..nn import BlockSparseConv2d, SparseConv2d
 from ..ops.block_conv import BLOCK_VARIANTS, STRIDE1_VARIANTS
+from ..runtime import tune_malloc
 from .layers import ForeignLoad, _seed, _usable_cores, machine_header
 
 # (name, C_I, C_O, H=W, stride) of the distinct 3x3 convs after the first layer
@@ -199,6 +200,7 @@ def main(argv=None) -> None:
     if args.list:
         print("\n".join(s[0] for s in SHAPES))
         return
+    tune_malloc()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     head = machine_header(argparse.Namespace(warmup=args.warmup), [args.threads], args.sparsities, args.repeats,

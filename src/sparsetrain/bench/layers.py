@@ -42,6 +42,7 @@ from torch import nn
 
 from sparsetrain.nn import SparseConv2d, SparseLinear
 from sparsetrain.nn.convert import choose_backend
+from sparsetrain.runtime import malloc_note, tune_malloc
 
 warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta state.*")
 
@@ -430,7 +431,7 @@ def machine_header(args, threads: list[int], sparsities: list[float], repeats: i
         f"python {platform.python_version()}; torch {torch.__version__}; numba {numba.__version__}; "
         f"numpy {ver('numpy')}; sparseprop {ver('sparseprop')}",
         f"threads (torch.set_num_threads; numba and sparseprop's OpenMP follow it): {','.join(map(str, threads))}; "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; {malloc_note()}; "
         f"repeats: {repeats} interleaved rounds after {args.warmup} warm-up fwd+bwd; "
         f"sparsities: {','.join(f'{s:g}' for s in sparsities)}",
         "masks: seeded uniform random (torch.rand > sparsity), weights zeroed outside the mask; float32, contiguous input",
@@ -534,6 +535,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    tune_malloc()
     if args.list:
         for c in CASES.values():
             print(f"{c.name:<26} {c.describe()}")
