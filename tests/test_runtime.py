@@ -55,9 +55,11 @@ def test_tuned_heap_keeps_large_blocks():
 def test_bad_values_name_the_argument(monkeypatch):
     with pytest.raises(ValueError, match=r"mmap_threshold must be in \[0, 33554432\]"):
         sparsetrain.tune_malloc(mmap_threshold=MMAP_MAX + 1)
-    with pytest.raises(ValueError, match="top_pad must be a non-negative int"):
+    with pytest.raises(ValueError, match=r"top_pad must be an int of bytes in \[0, 2147483647\]"):
         sparsetrain.tune_malloc(top_pad=-1)
-    with pytest.raises(ValueError, match="trim_threshold must be a non-negative int"):
+    with pytest.raises(ValueError, match="trim_threshold must be an int of bytes"):
         sparsetrain.tune_malloc(trim_threshold=1.5)
+    with pytest.raises(ValueError, match="trim_threshold must be an int of bytes"):
+        sparsetrain.tune_malloc(trim_threshold=2**31)  # mallopt takes a C int
     monkeypatch.setenv("SPARSETRAIN_MALLOC", "0")
     assert sparsetrain.tune_malloc() is False
