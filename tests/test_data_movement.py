@@ -59,12 +59,13 @@ def test_taken_gathers_in_order():
     assert taken(v, perm[:0]).numel() == 0
 
 
-def _check_pad_and_unpad(b, c, h, w, pt, pb, pl, extra, dtype):
+def _check_pad_and_unpad(b, c, h, w, pt, pb, pl, extra, dtype, gap=3):
     """Every element of each plane is written: the image batch-last at (pt, pl), zeros everywhere else (padding
-    and extra tail columns), and nothing outside the planes; the channel sums when asked for; unpadding reads the
-    image back batch-first."""
+    and extra tail columns), and nothing outside the planes (``gap`` elements between them; with no gap and no
+    padding the copies take their unstaged path); the channel sums when asked for; unpadding reads the image back
+    batch-first."""
     x = torch.randn(b, c, h, w, dtype=dtype)
-    hp, wp, base, gap = h + pt + pb, w + pl + extra, 5, 3
+    hp, wp, base = h + pt + pb, w + pl + extra, 5
     cstride = hp * wp * b + gap
     dst = torch.full((base + c * cstride,), float("nan"), dtype=dtype)
     sums = torch.full((c,), float("nan"), dtype=dtype)
@@ -87,9 +88,10 @@ def _check_pad_and_unpad(b, c, h, w, pt, pb, pl, extra, dtype):
 @settings(max_examples=80, deadline=None)
 @given(b=st.integers(1, 20), c=st.integers(1, 40), h=st.integers(1, 9), w=st.integers(1, 9), pt=st.integers(0, 2),
        pb=st.integers(0, 2), pl=st.integers(0, 2), extra=st.integers(0, 3), dtype=st.sampled_from([torch.float32,
-                                                                                                 torch.float64]))
-def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dtype):
-    _check_pad_and_unpad(b, c, h, w, pt, pb, pl, extra, dtype)
+                                                                                                 torch.float64]),
+       gap=st.sampled_from([0, 3]))
+def test_pad_batch_last_and_unpad_match_torch(b, c, h, w, pt, pb, pl, extra, dtype, gap):
+    _check_pad_and_unpad(b, c, h, w, pt, pb, pl, extra, dtype, gap)
 
 
 @pytest.mark.parametrize("b, c, h, w", [(16, 70, 1, 1), (9, 37, 2, 2), (64, 100, 2, 3), (8, 600, 2, 2),
@@ -99,6 +101,8 @@ def test_batch_last_copies_of_many_small_planes(b, c, h, w):
     than parallel parts, a chunk of one channel, planes that are not a multiple of 8 pixels."""
     _check_pad_and_unpad(b, c, h, w, 1, 1, 1, 0, torch.float32)
     _check_pad_and_unpad(b, c, h, w, 0, 0, 0, 0, torch.float64)
+    _check_pad_and_unpad(b, c, h, w, 0, 0, 0, 0, torch.float32, gap=0)  # unstaged: straight into the planes
+    _check_pad_and_unpad(b, c, h, w, 0, 1, 0, 1, torch.float64, gap=0)  # a frame: staged
 
 
 @settings(max_examples=60, deadline=None)

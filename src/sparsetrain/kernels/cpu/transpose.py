@@ -203,6 +203,20 @@ def pad_batch_last(src, dst, base, cstride, hp, wp, pt, pl, csum):
     wb = W * B
     summed = csum.shape[0] != 0
     nch, chunks, parts = _chunks(C, plane)
+    if hp == H and wp == W and cstride == plane * B:  # no frame, planes back to back: the tiles write dst itself
+        for part in prange(parts):
+            for ck in range(part * chunks // parts, (part + 1) * chunks // parts):
+                c0 = ck * nch
+                c1 = min(C, c0 + nch)
+                _gather_batch_last(s, c0 * plane, image, (c1 - c0) * plane, B, dst[base + c0 * cstride:])
+                if summed:
+                    for c in range(c0, c1):
+                        acc = 0.0
+                        p = np.uint64(base + c * cstride)
+                        for i in range(np.uint64(plane * B)):
+                            acc += np.float64(dst[p + i])
+                        csum[c] = acc
+        return
     for part in prange(parts):
         stage = np.empty(nch * plane * B, dtype=src.dtype)  # one per part, not per chunk: allocations add up
         for ck in range(part * chunks // parts, (part + 1) * chunks // parts):
@@ -242,6 +256,13 @@ def unpad_batch_first(src, base, cstride, wp, pt, pl, dst):
     rl = wp * B
     wb = W * B
     nch, chunks, parts = _chunks(C, plane)
+    if pt == 0 and pl == 0 and wp == W and cstride == plane * B:  # unpadded planes back to back: no staging
+        for part in prange(parts):
+            for ck in range(part * chunks // parts, (part + 1) * chunks // parts):
+                c0 = ck * nch
+                c1 = min(C, c0 + nch)
+                _scatter_batch_first(src[base + c0 * cstride:], d, c0 * plane, image, (c1 - c0) * plane, B)
+        return
     for part in prange(parts):
         stage = np.empty(nch * plane * B, dtype=dst.dtype)
         for ck in range(part * chunks // parts, (part + 1) * chunks // parts):
