@@ -27,8 +27,9 @@ def tune_malloc(mmap_threshold: int = MMAP_MAX, trim_threshold: int = 1024 * MIB
     Blocks up to ``mmap_threshold`` bytes (at most 32 MiB) come from the heap, the heap top is only trimmed when
     more than ``trim_threshold`` bytes are free, and it grows ``top_pad`` bytes at a time. The process then holds
     on to its peak memory instead of returning it after every step. A no-op returning False where the C library
-    is not glibc or ``SPARSETRAIN_MALLOC=0`` is set. The ``sparsetrain`` command and the benchmarks call it; call
-    it once at the start of your own training script.
+    is not glibc or ``SPARSETRAIN_MALLOC=0`` is set. The ``sparsetrain`` command and the training-step benchmarks
+    call it (``benchmarks/layers.py`` only with ``--tune-malloc``); call it once at the start of your own training
+    script.
     """
     global _applied
     for name, value in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold),
@@ -53,6 +54,6 @@ def tune_malloc(mmap_threshold: int = MMAP_MAX, trim_threshold: int = 1024 * MIB
 def malloc_note() -> str:
     """One line for a benchmark header: the allocator settings in effect."""
     if _applied is None:
-        return "malloc: glibc defaults (SPARSETRAIN_MALLOC=0 or not glibc)"
+        return "malloc: glibc defaults (tune_malloc not applied)"
     return ("malloc: tuned (sparsetrain.tune_malloc: mmap threshold {mmap_threshold} B, trim threshold "
             "{trim_threshold} B, top pad {top_pad} B)".format(**_applied))

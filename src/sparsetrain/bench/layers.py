@@ -524,6 +524,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"interleaved timed rounds (default {DEFAULT_REPEATS}; --quick: {QUICK_REPEATS})")
     p.add_argument("--warmup", type=int, default=3, help="warm-up fwd+bwd per implementation (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke run: fewer sparsities and repeats")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="call sparsetrain.tune_malloc() first (default: glibc's defaults, the conditions of the "
+                        "issue's sparseprop reference figures and of the earlier tables)")
     p.add_argument("--markdown", metavar="PATH", default=None, help="also write the table as a markdown file")
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
@@ -535,7 +538,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    tune_malloc()
+    if args.tune_malloc:
+        tune_malloc()
     if args.list:
         for c in CASES.values():
             print(f"{c.name:<26} {c.describe()}")
