@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from sparsetrain import BlockSparseConv2d, BlockSparseLinear
+from sparsetrain.kernels.cpu.microkernels import LANES, WIDE_NV
 from sparsetrain.masks import hrbp, hrbp_random, random_mask
 
 D = torch.float64
@@ -41,21 +42,22 @@ def conv_pair(cin, cout, k, density=0.2, groups=4, seed=0, dtype=D, layout_fn="r
     return BlockSparseConv2d.from_dense(conv, layout, variant=variant), conv
 
 
-GEOMETRIES = [
-    dict(k=3, padding=1),
+GEOMETRIES = [  # plane: the output plane has the input's shape (what the planes variant needs)
+    dict(k=3, padding=1, plane=True),
     dict(k=3, padding=0),
     dict(k=3, stride=2, padding=1),
     dict(k=3, stride=3),
-    dict(k=1),
-    dict(k=(3, 1), padding=(1, 0)),
-    dict(k=3, dilation=2, padding=2),
-    dict(k=3, padding="same"),
-    dict(k=5, padding=2, bias=False),
-    dict(k=3, padding=1, padding_mode="reflect"),
+    dict(k=1, plane=True),
+    dict(k=(3, 1), padding=(1, 0), plane=True),
+    dict(k=3, dilation=2, padding=2, plane=True),
+    dict(k=3, padding="same", plane=True),
+    dict(k=5, padding=2, bias=False, plane=True),
+    dict(k=3, padding=1, padding_mode="reflect"),  # padded by F.pad first: the kernels see padding 0
 ]
 
 
-VARIANTS = ["over-width", "batch-last", "runs", "tiled"]
+VARIANTS = ["over-width", "batch-last", "runs", "tiled", "planes"]
+STRIDE1 = ("runs", "tiled", "planes")
 
 
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=str)
@@ -63,9 +65,14 @@ VARIANTS = ["over-width", "batch-last", "runs", "tiled"]
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_conv_geometries(geo, batch, variant):
     geo = dict(geo)
+    fits = geo.pop("plane", False)
     k = geo.pop("k")
-    if variant in ("runs", "tiled") and geo.get("stride", 1) != 1:
+    if variant in STRIDE1 and geo.get("stride", 1) != 1:
         with pytest.raises(ValueError, match=f"variant '{variant}' needs stride 1"):
+            conv_pair(12, 16, k, variant=variant, **geo)
+        return
+    if variant == "planes" and not fits:
+        with pytest.raises(ValueError, match="variant 'planes' needs an output plane of the input's shape"):
             conv_pair(12, 16, k, variant=variant, **geo)
         return
     sparse, dense = conv_pair(12, 16, k, variant=variant, **geo)
@@ -80,8 +87,8 @@ def test_conv_geometries(geo, batch, variant):
 def test_conv_property(cin, cout, h, w, batch, stride, pad, density, groups, mode, variant, seed):
     if mode == "hrbp" and density == 1.0:
         density = 0.9  # random_mask needs sparsity in [0, 1)
-    if variant in ("runs", "tiled") and stride != 1:
-        variant = None  # these need stride 1; None picks a variant that can run it
+    if variant in STRIDE1 and stride != 1 or variant == "planes" and pad != 1:
+        variant = None  # these need stride 1 (planes also padding 1); None picks a variant that can run it
     sparse, dense = conv_pair(cin, cout, 3, density, groups, seed, layout_fn=mode, variant=variant, stride=stride,
                               padding=pad)
     compare_block(sparse, dense, torch.randn(batch, cin, h, w, dtype=D))
@@ -114,8 +121,14 @@ def test_chained_batch_last_layers_and_default_variant():
     torch.testing.assert_close(xs.grad, xd.grad)
     from sparsetrain.ops.block_conv import choose_block_variant
     assert choose_block_variant(x, b.geometry) == "batch-last"  # batch 9: the tiles would be half padding
-    assert choose_block_variant(torch.randn(16, 16, 8, 8), b.geometry) == "tiled"
-    assert choose_block_variant(torch.randn(32, 16, 32, 32), b.geometry) == "runs"
+    assert choose_block_variant(torch.randn(16, 16, 8, 8), b.geometry) == "planes"  # a whole register tile per plane
+    assert choose_block_variant(torch.randn(1, 16, 7, 7), b.geometry) == "planes"  # 49 of 64 lanes
+    assert choose_block_variant(torch.randn(32, 16, 32, 32), b.geometry) == "planes"
+    if LANES * WIDE_NV == 64:  # AVX-512: a 4x4 plane would fill a quarter of a tile
+        assert choose_block_variant(torch.randn(16, 16, 4, 4), b.geometry) == "tiled"
+    unpadded = conv_pair(16, 16, 3, 0.3, 2, seed=1)[0]  # padding 0: the output plane shrinks
+    assert choose_block_variant(torch.randn(16, 16, 8, 8), unpadded.geometry) == "tiled"
+    assert choose_block_variant(torch.randn(32, 16, 34, 34), unpadded.geometry) == "runs"
     strided = conv_pair(16, 16, 3, 0.3, 2, stride=2, padding=1)[0]
     assert choose_block_variant(torch.randn(8, 16, 16, 16), strided.geometry) == "batch-last"
     assert choose_block_variant(torch.randn(2, 16, 32, 32), strided.geometry) == "over-width"
@@ -333,3 +346,114 @@ def test_tiled_workspaces_are_safe_across_calls():
     for x, gy, k in zip(xs, g, (1, 2, 1)):
         (dense(x) * k).backward(gy)
     torch.testing.assert_close(sparse.values.grad, sparse.layout.gather(dense.weight.grad))
+
+
+PLANES = [(1, 1), (2, 2), (4, 4), (3, 5), (7, 7), (8, 8), (9, 8), (16, 16), (17, 3), (2, 33)]
+PLANE_GEOMETRIES = [dict(k=3, padding=1), dict(k=(3, 5), padding="same", dilation=(2, 1)), dict(k=4, padding="same"),
+                    dict(k=1, bias=False)]
+
+
+def nan_buffers(monkeypatch):
+    """The planes op's output and gradient buffers start as NaN instead of whatever the allocator hands out (often
+    zeros), so an element the kernels fail to write shows."""
+    import numpy as np
+
+    import sparsetrain.ops.block_planes as bp
+    from sparsetrain.ops.common import NP_DTYPES
+    monkeypatch.setattr(bp, "np_empty", lambda shape, dtype: np.full(shape, np.nan, NP_DTYPES[dtype]))
+
+
+@pytest.mark.parametrize("hw", PLANES, ids=str)
+@pytest.mark.parametrize("geo", PLANE_GEOMETRIES, ids=str)
+def test_planes_variant_any_plane(monkeypatch, hw, geo):
+    """The NCHW-plane kernels on planes smaller than a vector, with a ragged last vector and several register tiles,
+    for asymmetric 'same' padding (even kernel), dilation and 1x1 kernels; batch 1 (the input gradient then splits a
+    plane among tasks) and 3, with and without an input gradient. Heavily overlapping groups (density 0.4: most
+    input channels belong to several groups, so later groups add to the first one's input gradient); the buffers
+    start as NaN."""
+    nan_buffers(monkeypatch)
+    geo = dict(geo)
+    sparse, dense = conv_pair(6, 10, geo.pop("k"), 0.4, 2, variant="planes", **geo)
+    compare_block(sparse, dense, torch.randn(1, 6, *hw, dtype=D))
+    compare_block(sparse, dense, torch.randn(3, 6, *hw, dtype=D), needs_x_grad=False)
+
+
+def test_planes_variant_unused_channels_and_float32(monkeypatch):
+    """Input channels in no group get a zero gradient (the kernel writes them, the buffer is uninitialised: NaN here),
+    in float32, with a frozen weight too."""
+    nan_buffers(monkeypatch)
+    conv = nn.Conv2d(16, 8, 3, padding=1)
+    layout = hrbp_random(conv.weight.shape, 0.05, groups=2, min_rows=1, generator=torch.Generator().manual_seed(0))
+    sparse = BlockSparseConv2d.from_dense(conv, layout, variant="planes")
+    unused = torch.ones(16, dtype=torch.bool)
+    unused[layout.channels.flatten()] = False
+    assert bool(unused.any())
+    x = torch.randn(5, 16, 8, 8, requires_grad=True)
+    sparse(x).sum().backward()
+    assert bool((x.grad[:, unused] == 0).all())
+    sparse.zero_grad()
+    compare_block(sparse, conv, x.detach(), rtol=1e-4, atol=1e-4)
+    sparse.values.requires_grad_(False)
+    xs = x.detach().clone().requires_grad_()
+    sparse(xs).square().sum().backward()
+    xd = x.detach().clone().requires_grad_()
+    with torch.no_grad():
+        conv.weight.mul_(layout.mask)
+    conv(xd).square().sum().backward()
+    torch.testing.assert_close(xs.grad, xd.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_planes_variant_reads_nothing_outside_the_planes():
+    """The masked loads touch no memory past a plane: input and output gradient are views into buffers whose other
+    images are NaN, and every result is finite and equals dense autograd."""
+    sparse, dense = conv_pair(5, 8, 3, 0.4, 2, variant="planes", padding=1)
+    with torch.no_grad():
+        dense.weight.mul_(sparse.mask())
+    nan = float("nan")
+    xbuf, gbuf = torch.full((4, 5, 6, 7), nan, dtype=D), torch.full((4, 8, 6, 7), nan, dtype=D)
+    xbuf[1:3], gbuf[1:3] = torch.randn(2, 5, 6, 7, dtype=D), torch.randn(2, 8, 6, 7, dtype=D)
+    xs, gy = xbuf[1:3].requires_grad_(), gbuf[1:3]
+    xd = xs.detach().clone().requires_grad_()
+    ys, yd = sparse(xs), dense(xd)
+    ys.backward(gy)
+    yd.backward(gy)
+    assert bool(torch.isfinite(ys).all() and torch.isfinite(xs.grad).all() and torch.isfinite(sparse.values.grad).all())
+    torch.testing.assert_close(ys, yd)
+    torch.testing.assert_close(xs.grad, xd.grad)
+    torch.testing.assert_close(sparse.values.grad, sparse.layout.gather(dense.weight.grad))
+
+
+@pytest.mark.parametrize("pack", [1, 3 * 16 * 4, 1 << 20])
+def test_planes_variant_weight_gradient_chunks(monkeypatch, pack):
+    """dW walks the batch in chunks of packed images: one image per chunk, a ragged last chunk, the whole batch."""
+    import sparsetrain.ops.block_planes as bp
+    monkeypatch.setattr(bp, "DW_PACK_ELEMS", pack)
+    sparse, dense = conv_pair(7, 12, 3, 0.3, 3, variant="planes", padding=1)
+    compare_block(sparse, dense, torch.randn(7, 7, 4, 4, dtype=D))
+
+
+def test_planes_variant_chained_contiguous():
+    """Two planes layers: the output and every gradient are contiguous NCHW tensors, the output can be modified in
+    place, and a channels_last input works; against dense autograd."""
+    a, da = conv_pair(8, 16, 3, 0.3, 2, variant="planes", padding=1)
+    b, db = conv_pair(16, 12, 3, 0.3, 4, seed=1, variant="planes", padding=(1, 2), dilation=(1, 2))
+    with torch.no_grad():
+        da.weight.mul_(a.mask())
+        db.weight.mul_(b.mask())
+    x = torch.randn(3, 8, 8, 9, dtype=D).to(memory_format=torch.channels_last)
+    xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    seen = []
+    hs = a(xs)
+    assert hs.is_contiguous()
+    hs.register_hook(seen.append)
+    ys, yd = b(torch.relu_(hs * 1.0)), db(torch.relu(da(xd)))
+    torch.testing.assert_close(ys, yd)
+    ys.square().sum().backward()
+    yd.square().sum().backward()
+    assert seen[0].is_contiguous()
+    torch.testing.assert_close(xs.grad, xd.grad)
+    torch.testing.assert_close(a.values.grad, a.layout.gather(da.weight.grad))
+    torch.testing.assert_close(b.bias.grad, db.bias.grad)
+    out = a(x)
+    out.relu_()
+    torch.testing.assert_close(out, torch.relu(da(x)))

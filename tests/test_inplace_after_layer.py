@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from sparsetrain import BlockSparseConv2d, BlockSparseLinear, SparseConv2d, SparseLinear, masks
+from sparsetrain.ops.block_conv import BLOCK_VARIANTS
 
 D = torch.float64
 
@@ -18,6 +19,7 @@ def _layers():
             c = nn.Conv2d(8, 8, stride=stride, **conv)
             yield (f"conv-{variant}-s{stride}", SparseConv2d.from_dense(c, masks.random_mask((8, 8, 3, 3), 0.5, g),
                                                                         variant=variant), (4, 8, 6, 6))
+    for variant in BLOCK_VARIANTS:
         c = nn.Conv2d(8, 8, **conv)
         yield (f"block-{variant}", BlockSparseConv2d.from_dense(c, masks.hrbp_random((8, 8, 3, 3), 0.5, groups=1),
                                                                 variant=variant), (9, 8, 6, 6))

@@ -83,9 +83,8 @@ def build(shape, sparsity: float, batch: int, device: torch.device, groups: int,
     dense = nn.Conv2d(ci, co, 3, stride, 1).to(device)
     layout = hrbp_random(dense.weight.shape, density, groups=groups, generator=gen)
     impls = [("dense", dense)]
-    for v in variants:
-        if v in STRIDE1_VARIANTS and stride != 1:
-            continue
+    runnable = [v for v in variants if v not in STRIDE1_VARIANTS or stride == 1] or [None]  # None: the layer's own
+    for v in runnable:
         impls.append(("hrbp" if v is None else f"hrbp/{v}", BlockSparseConv2d.from_dense(dense, layout, variant=v)))
     if device.type == "cpu":
         mask = random_mask(dense.weight.shape, sparsity, gen).to(device)
@@ -156,7 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--variants", default="auto", help="CPU block variants to time: 'auto' (the layer's own choice), "
-                   "'all', or comma-separated of over-width,batch-last,runs")
+                   "'all', or comma-separated of over-width,batch-last,runs,tiled,planes")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.add_argument("--list", action="store_true", help="list the layer names and exit")
     args = p.parse_args(argv)

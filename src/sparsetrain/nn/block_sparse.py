@@ -9,7 +9,7 @@ from torch.nn.modules.utils import _pair
 
 from ..formats import BlockLayout
 from ..ops import ConvGeometry
-from ..ops.block_conv import BLOCK_VARIANTS, STRIDE1_VARIANTS, block_conv2d, channel_items
+from ..ops.block_conv import BLOCK_VARIANTS, PLANE_VARIANTS, STRIDE1_VARIANTS, block_conv2d, channel_items
 from ..ops.plan import Plan
 from .base import PackedSparseModule, check_backend, dense_conv, dense_linear
 from .sparse_conv import Padding, explicit_padding
@@ -116,6 +116,10 @@ class BlockSparseConv2d(_BlockModule):
         if variant in STRIDE1_VARIANTS and self.stride != (1, 1):
             raise ValueError(f"variant {variant!r} needs stride 1, got stride={self.stride}; use 'over-width', "
                              "'batch-last' or None")
+        if variant in PLANE_VARIANTS and not self.kernel_geometry.keeps_plane:
+            raise ValueError(f"variant {variant!r} needs an output plane of the input's shape (padding='same' with "
+                             f"zeros), got padding={padding!r}, padding_mode={conv.padding_mode!r}; use 'tiled', "
+                             "'runs' or None")
         self.backend = check_backend(backend, BLOCK_BACKENDS)
         self._install(_layout_for(conv.weight, layout), conv.weight)
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
@@ -142,17 +146,23 @@ class BlockSparseConv2d(_BlockModule):
             return (*channel_items(self.channels.cpu(), self.cells.shape[1], self.in_channels), Plan())
         return self._derived_state(build)
 
+    @property
+    def kernel_geometry(self) -> ConvGeometry:
+        """The geometry the kernels run: ``geometry``, or without its padding when ``padding_mode`` pads first."""
+        geo = self.geometry
+        return geo if self.padding_mode == "zeros" else ConvGeometry(geo.stride, (0, 0, 0, 0), geo.dilation, 1,
+                                                                      geo.kernel)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
             return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"BlockSparseConv2d expects input of shape (N, {self.in_channels}, H, W) or "
                              f"({self.in_channels}, H, W), got {tuple(x.shape)}")
-        geo = self.geometry
+        geo = self.kernel_geometry
         if self.padding_mode != "zeros":
-            pt, pb, pl, pr = geo.padding
+            pt, pb, pl, pr = self.geometry.padding
             x = F.pad(x, (pl, pr, pt, pb), mode=self.padding_mode)
-            geo = ConvGeometry(geo.stride, (0, 0, 0, 0), geo.dilation, 1, geo.kernel)
         if self._dense_path(x):
             pt, pb, pl, pr = geo.padding
             return F.conv2d(F.pad(x, (pl, pr, pt, pb)), self.dense_weight(), self.bias, self.stride, 0, self.dilation)

@@ -122,7 +122,7 @@ def faster_block_layer(module: nn.Module, layout: BlockLayout, x: torch.Tensor, 
     best_other = min(times_ms.values(), default=float("inf"))
     block = block_module(module, layout)
     if isinstance(block, BlockSparseConv2d):
-        variants = block_variants(block.geometry)
+        variants = block_variants(block.kernel_geometry)
         for variant in variants:
             block.variant = variant
             times_ms[f"block-cpu/{variant}"] = time_fwd_bwd(block, x, warmup, repeats)

@@ -19,8 +19,10 @@ import torch
 
 from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gather_columns_bl, gather_rows,
                                  gather_rows_bl, scatter_rows, scatter_rows_bl)
+from ..kernels.cpu.microkernels import LANES, WIDE_NV
 from .common import (batch_first, batch_last, check_conv_input, check_cpu_input, np_view, refuse_double_backward,
                      unviewed)
+from .block_planes import BlockPlanesConv2dFunction
 from .block_runs import BlockRunsConv2dFunction
 from .block_tiles import BlockTilesConv2dFunction
 from .conv import ConvGeometry
@@ -28,8 +30,9 @@ from .plan import Plan
 from .threads import sync_threads
 
 CHUNK_BYTES = 2 << 20  # column-matrix bytes per chunk: small chunks stay in cache between gather and GEMM
-BLOCK_VARIANTS = ("over-width", "batch-last", "runs", "tiled")
-STRIDE1_VARIANTS = ("runs", "tiled")  # implicit GEMM over contiguous runs: stride 1 only
+BLOCK_VARIANTS = ("over-width", "batch-last", "runs", "tiled", "planes")
+STRIDE1_VARIANTS = ("runs", "tiled", "planes")  # implicit GEMM over contiguous runs: stride 1 only
+PLANE_VARIANTS = ("planes",)  # ...and an output plane of the input's shape (padding 'same')
 
 
 def channel_items(channels: torch.Tensor, p: int, n_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,18 +166,31 @@ class BlockConv2dFunction(torch.autograd.Function):
 
 
 def block_variants(geo: ConvGeometry) -> tuple[str, ...]:
-    """The CPU variants that can run ``geo``: ``"runs"`` and ``"tiled"`` need stride 1."""
-    return BLOCK_VARIANTS if geo.stride == (1, 1) else tuple(v for v in BLOCK_VARIANTS if v not in STRIDE1_VARIANTS)
+    """The CPU variants that can run ``geo``: ``"runs"``, ``"tiled"`` and ``"planes"`` need stride 1, ``"planes"``
+    also an output plane of the input's shape."""
+    return tuple(v for v in BLOCK_VARIANTS if (v not in STRIDE1_VARIANTS or geo.stride == (1, 1))
+                 and (v not in PLANE_VARIANTS or geo.keeps_plane))
+
+
+def plane_fill(h: int, w: int) -> float:
+    """The share of the ``planes`` variant's lanes that an h x w plane fills (its register tiles cover whole
+    multiples of ``WIDE_NV * LANES`` pixels)."""
+    tile = WIDE_NV * LANES
+    return h * w / (-(-(h * w) // tile) * tile)
 
 
 def choose_block_variant(x: torch.Tensor, geo: ConvGeometry) -> str:
-    """Without timing (measured on VGG-19's layers, docs/hrbp.md): for stride 1, the batch-last register tiles on
-    maps narrower than 32 with a batch of at least 16 (a smaller one would be mostly padding lanes); else batch-last
-    when output rows are short (< 16) and the batch gives runs of at least 8; else runs over the width for stride 1
-    (no column matrix) and over-width otherwise."""
+    """Without timing (measured on VGG-19's and ResNet-32's layers, docs/hrbp.md): the NCHW-plane register tiles for
+    a stride-1 conv that keeps its plane, where the plane fills at least 3/4 of their lanes (8x8 and larger with
+    AVX-512; 4x4 and 2x2 planes would be mostly idle lanes); else, for stride 1, the batch-last register tiles on
+    maps narrower than 32 with a batch of at least 16 (a smaller one would be mostly padding lanes); else
+    batch-last when output rows are short (< 16) and the batch gives runs of at least 8; else runs over the width
+    for stride 1 (no column matrix) and over-width otherwise."""
     _, ow = geo.out_size(x.shape[-2], x.shape[-1])
     batch = x.shape[0] if x.dim() == 4 else 1
     stride1 = geo.stride == (1, 1)
+    if geo.keeps_plane and plane_fill(x.shape[-2], x.shape[-1]) >= 0.75:
+        return "planes"
     if stride1 and ow < 32 and batch >= 16:
         return "tiled"
     if ow < 16 and batch >= 8:
@@ -188,7 +204,8 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
                  plan: Plan | None = None) -> torch.Tensor:
     """HRBP block conv2d on the CPU (groups == 1); input (B, C, H, W), values (t, R, c*p).
 
-    ``variant``: ``"over-width"``, ``"batch-last"``, ``"runs"`` or ``"tiled"`` (stride 1) or None
+    ``variant``: ``"over-width"``, ``"batch-last"``, ``"runs"`` or ``"tiled"`` (stride 1), ``"planes"`` (stride 1,
+    output plane = input plane) or None
     (``choose_block_variant``);
     ``plan`` caches the runs variant's offsets between calls (the layer owns it)."""
     check_cpu_input(x, values, "BlockSparseConv2d")
@@ -196,14 +213,17 @@ def block_conv2d(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | Non
     if variant is None:
         variant = choose_block_variant(x, geo)
     elif variant not in block_variants(geo):
-        raise ValueError(f"variant must be one of {block_variants(geo)} or None for stride {geo.stride}, "
-                         f"got {variant!r}")
+        raise ValueError(f"variant must be one of {block_variants(geo)} or None for stride {geo.stride} and "
+                         f"padding {geo.padding}, got {variant!r}")
     if variant == "runs" and x.shape[0] > 0:
         return BlockRunsConv2dFunction.apply(x, values, bias, rows, channels, cells, geo, out_channels,
                                              Plan() if plan is None else plan)
     if variant == "tiled" and x.shape[0] > 0:
         return BlockTilesConv2dFunction.apply(x, values, bias, rows, channels, cells, geo, out_channels,
                                               Plan() if plan is None else plan)
+    if variant == "planes" and x.shape[0] > 0:
+        return BlockPlanesConv2dFunction.apply(x, values, bias, rows, channels, cells, geo, out_channels,
+                                               Plan() if plan is None else plan)
     if variant in STRIDE1_VARIANTS:
         variant = "over-width"  # an empty batch: nothing to stream
     return BlockConv2dFunction.apply(x, values, bias, rows, channels, cells, ch_ptr, ch_items, geo, out_channels,
