@@ -424,12 +424,18 @@ def test_planes_variant_reads_nothing_outside_the_planes():
     torch.testing.assert_close(sparse.values.grad, sparse.layout.gather(dense.weight.grad))
 
 
-@pytest.mark.parametrize("pack", [1, 3 * 16 * 4, 1 << 20])
-def test_planes_variant_weight_gradient_chunks(monkeypatch, pack):
-    """dW walks the batch in chunks of packed images: one image per chunk, a ragged last chunk, the whole batch."""
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("images", [1, 3, 1 << 10])
+def test_planes_variant_weight_gradient_chunks(monkeypatch, packed, images):
+    """dW walks the batch in chunks of images, packed or read in place: one image per chunk, a ragged last chunk,
+    the whole batch; block rows and channels that are not a multiple of the register tile."""
     import sparsetrain.ops.block_planes as bp
-    monkeypatch.setattr(bp, "DW_PACK_ELEMS", pack)
-    sparse, dense = conv_pair(7, 12, 3, 0.3, 3, variant="planes", padding=1)
+    monkeypatch.setattr(bp, "DW_PACKED_BELOW", 1 << 30 if packed else 0)
+    monkeypatch.setattr(bp, "DW_PACK_ELEMS", images * 4 * 16)  # images of the 4x4 planes below per packed chunk
+    monkeypatch.setattr(bp, "DW_VECTORS", images * -(-16 // LANES))
+    sparse, dense = conv_pair(7, 12, 3, 0.3, 2, variant="planes", padding=1)
+    rows, cols = sparse.layout.block_shape
+    assert rows % 4 and (cols // sparse.cells.shape[1]) % 4  # partial row and channel tiles
     compare_block(sparse, dense, torch.randn(7, 7, 4, 4, dtype=D))
 
 

@@ -109,19 +109,23 @@ def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nv
 
 
 @njit(**JIT)
-def block_dw_planes(gy, goff, x, xch, pxoff, qm, dw, masks, nvp, C, OC, P, nb, parts):
+def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P, nb, parts, packed):
     """Weight gradient of the blocks, ``dw`` (t, R, K) overwritten. A task owns one of ``parts`` slices of a block's
-    rows (whole four-row tiles) and walks the batch in chunks of ``nb`` images. It packs the chunk's planes of the
-    group's input channels (``xch`` (t, c)) and then of each four gradient rows into contiguous buffers: in the NCHW
-    tensors one channel's planes of successive images lie a power of two apart (C*P elements), so a chunk's rows
-    would share a few cache sets and evict each other. ``pxoff`` (t, K): the block columns in the packed input
-    (channel's plane + the cell's shift). Each register tile takes four channels at one cell (same lane masks)."""
+    rows (whole four-row tiles) and walks the batch in chunks of ``nb`` images. In NCHW one channel's planes of
+    successive images lie C*P elements apart, a power of two here, so a chunk's planes of one channel share a
+    cache set. Small planes (``packed``) therefore go through contiguous packs, per chunk, of the group's input
+    channels (``xch`` (t, c) their planes, ``pxoff`` (t, K) the block columns in the pack) and of each four gradient
+    rows; large ones are read in place (``xoff`` (t, K)), in chunks of one or two images. Each register tile takes
+    four rows and four channels at one cell (one lane mask for all four columns) and adds its sums to the task's
+    tile-major buffer with one vector (a reduction tree, not sixteen horizontal sums); the buffer is written to
+    ``dw`` at the end."""
     t, R, K = dw.shape
     p = qm.shape[1]
     c = K // p
     d = dw.ravel()
     B = x.size // (C * P)
     nrb = (R + TILE - 1) // TILE
+    ncb = (c + DOT_COLS - 1) // DOT_COLS
     lrow = masks.size - nvp
     rowlen = -(-P // LANES) * LANES
     span = nb * P
@@ -130,24 +134,41 @@ def block_dw_planes(gy, goff, x, xch, pxoff, qm, dw, masks, nvp, C, OC, P, nb, p
         g = task // parts
         part = task - g * parts
         rb0, rb1 = part * nrb // parts, (part + 1) * nrb // parts
-        for i in range((g * R + rb0 * TILE) * K, (g * R + min(R, rb1 * TILE)) * K):
-            d[i] = 0.0
-        xpack = np.empty(c * span, x.dtype)
-        gpack = np.empty(TILE * span, gy.dtype)
+        buf = np.zeros((rb1 - rb0) * p * ncb * LANES, dw.dtype)
+        xpack = np.empty(c * span if packed else 0, x.dtype)
+        gpack = np.empty(TILE * span if packed else 0, gy.dtype)
         for n0 in range(0, B, nb):
             nh = min(nb, B - n0)
-            for j in range(c):
-                for h in range(nh):
-                    src = (n0 + h) * C * P + xch[g, j]
-                    xpack[j * span + h * P:j * span + (h + 1) * P] = x[src:src + P]  # a slice copy is vectorised
+            gs, xs = gy[n0 * OC * P:], x[n0 * C * P:]
+            if packed:
+                for j in range(c):
+                    for h in range(nh):
+                        src = (n0 + h) * C * P + xch[g, j]
+                        xpack[j * span + h * P:j * span + (h + 1) * P] = x[src:src + P]  # a slice copy: vectorised
             for rb in range(rb0, rb1):
                 r0 = rb * TILE
                 nr = min(TILE, R - r0)
-                for i in range(nr):
-                    for h in range(nh):
-                        src = (n0 + h) * OC * P + goff[g, r0 + i]
-                        gpack[i * span + h * P:i * span + (h + 1) * P] = gy[src:src + P]
+                if packed:
+                    for i in range(nr):
+                        for h in range(nh):
+                            src = (n0 + h) * OC * P + goff[g, r0 + i]
+                            gpack[i * span + h * P:i * span + (h + 1) * P] = gy[src:src + P]
                 for q in range(p):
-                    for j0 in range(0, c, DOT_COLS):
-                        dot_plane(gpack, rows_at, 0, nr, xpack, pxoff[g], j0 * p + q, min(DOT_COLS, c - j0), nh,
-                                  rowlen, P, P, d, (g * R + r0) * K, K, masks, p, qm[g, q], lrow)
+                    for cb in range(ncb):
+                        tile = ((rb - rb0) * p + q) * ncb + cb
+                        k0, nk = cb * DOT_COLS * p + q, min(DOT_COLS, c - cb * DOT_COLS)
+                        if packed:
+                            dot_plane(gpack, rows_at, 0, nr, xpack, pxoff[g], k0, nk, nh, rowlen, P, P, buf,
+                                      tile * LANES, K, masks, p, qm[g, q], lrow)
+                        else:
+                            dot_plane(gs, goff[g], r0, nr, xs, xoff[g], k0, nk, nh, rowlen, OC * P, C * P, buf,
+                                      tile * LANES, K, masks, p, qm[g, q], lrow)
+        for rb in range(rb0, rb1):
+            r0 = rb * TILE
+            for q in range(p):
+                for cb in range(ncb):
+                    tile = ((rb - rb0) * p + q) * ncb + cb
+                    for i in range(min(TILE, R - r0)):
+                        for j in range(min(DOT_COLS, c - cb * DOT_COLS)):
+                            k = (cb * DOT_COLS + j) * p + q
+                            d[(g * R + r0 + i) * K + k] = buf[tile * LANES + i * DOT_COLS + j]

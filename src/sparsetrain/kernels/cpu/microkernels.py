@@ -96,6 +96,31 @@ def _masked_store(builder, vec: ir.VectorType, bits: int, value, ptr, mask, alig
     builder.call(fn, [value, ptr, ir.Constant(_I32, align), mask])
 
 
+def _tree_sum(builder, vecs: list):
+    """LANES vectors -> one vector whose lane i is the sum of all lanes of ``vecs[i]``: log2(LANES) levels of
+    pairwise half-swaps and adds (2*LANES - 2 shuffles, LANES - 1 adds, where LANES horizontal sums take about
+    4*LANES*log2(LANES) operations), then one shuffle into order."""
+    assert len(vecs) == LANES
+    items = [(v, [i]) for i, v in enumerate(vecs)]  # (vector, accumulators in its lane groups, in order)
+    w = LANES
+    while len(items) > 1:
+        h = w // 2
+        nxt = []
+        for (a, ia), (b, ib) in zip(items[::2], items[1::2]):
+            lo, hi = [], []
+            for g in range(len(ia)):  # a's group g -> new group 2g, b's -> 2g + 1
+                lo += [g * w + t for t in range(h)] + [LANES + g * w + t for t in range(h)]
+                hi += [g * w + h + t for t in range(h)] + [LANES + g * w + h + t for t in range(h)]
+            mask = lambda idx: ir.Constant(ir.VectorType(_I32, LANES), idx)  # noqa: E731
+            c = builder.fadd(builder.shuffle_vector(a, b, mask(lo)), builder.shuffle_vector(a, b, mask(hi)))
+            nxt.append((c, [x for pair in zip(ia, ib) for x in pair]))
+        items, w = nxt, h
+    total, order = items[0]
+    where = {acc: lane for lane, acc in enumerate(order)}
+    undef = ir.Constant(total.type, ir.Undefined)
+    return builder.shuffle_vector(total, undef, ir.Constant(ir.VectorType(_I32, LANES), [where[i] for i in range(LANES)]))
+
+
 def _loop(builder, start, stop, step, carried: list, body) -> list:
     """A counted loop ``for i in range(start, stop, step)`` (``step`` a positive int or i64 value) whose ``carried``
     values live in registers (phi nodes);
@@ -296,7 +321,11 @@ def _make_dot_tile(ncols: int, masked: bool = False):
     ``masked``: the NCHW-plane form, with (masks, kstride, xmrow, lrow): the columns are k = k0 + min(j, nk - 1) *
     kstride (one cell's channels), vector v = q / LANES reads only the lanes of masks[xmrow + v] of every column and
     those of masks[lrow + v] of the gradient; the reduction runs vector by vector over the rows, so each vector's
-    masks are loaded once."""
+    masks are loaded once. Its TILE x ncols == LANES sums are added as one vector to dw[dwbase + i*ncols + j] (a
+    tile-major buffer, ``K`` unused; repeated rows and columns get their own lanes), through a reduction tree
+    instead of LANES horizontal sums: short reductions (a few images) then cost little."""
+    assert not masked or TILE * ncols == LANES  # the masked form's sums fill exactly one vector
+
     def codegen(context, builder, signature, args):
         a_g, a_go, v_r0, v_nr, a_x, a_xo, v_k0, v_nk, v_rows, v_len, v_gs, v_xs, a_dw, v_db, v_k = args[:15]
         elem, vec, align = _vector(context, signature.args[0].dtype)
@@ -349,6 +378,10 @@ def _make_dot_tile(ncols: int, masked: bool = False):
             acc = _loop(builder, _const(0), v_len, LANES, [zero] * (TILE * ncols), vector)
         else:
             acc = _loop(builder, _const(0), v_rows, 1, [zero] * (TILE * ncols), row)
+        if masked:
+            ptr = _vptr(builder, dd, v_db, vec)
+            builder.store(builder.fadd(builder.load(ptr, align=align), _tree_sum(builder, acc)), ptr, align=align)
+            return context.get_dummy_value()
         reduce_ = cgutils.get_or_insert_function(builder.module, ir.FunctionType(elem, [elem, vec]),
                                                  f"llvm.vector.reduce.fadd.v{LANES}f{bits}")
         # all loads before any store: a repeated (clamped) entry then reads the same old value and stores the
