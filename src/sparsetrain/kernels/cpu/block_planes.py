@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .microkernels import (DOT_COLS, LANES, TILE, WIDE_NV, dot_plane, gather_plane, gather_plane_full,
-                           gather_plane_pair, rows_plane)
+from .microkernels import DOT_COLS, LANES, TILE, WIDE_NV, dot_plane, gather_plane, gather_plane_pair, rows_plane
 from .runs import JIT
 
 
@@ -97,10 +96,7 @@ def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nv
                     v0 = tile * WIDE_NV
                     xb = n * C * P + v0 * LANES
                     gb = n * OC * P + v0 * LANES
-                    if nj == TILE:
-                        gather_plane_full(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], gb, dx, xoff[g],
-                                          xb, masks, qm[g], v0, lrow, first[g])
-                    elif nj <= 2:
+                    if nj <= 2:
                         gather_plane_pair(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], gb, dx, xoff[g],
                                           xb, masks, qm[g], v0, lrow, first[g])
                     else:

@@ -96,6 +96,11 @@ def _masked_store(builder, vec: ir.VectorType, bits: int, value, ptr, mask, alig
     builder.call(fn, [value, ptr, ir.Constant(_I32, align), mask])
 
 
+def _lanes(index: list) -> ir.Constant:
+    """A shufflevector lane selection."""
+    return ir.Constant(ir.VectorType(_I32, LANES), index)
+
+
 def _tree_sum(builder, vecs: list):
     """LANES vectors -> one vector whose lane i is the sum of all lanes of ``vecs[i]``: log2(LANES) levels of
     pairwise half-swaps and adds (2*LANES - 2 shuffles, LANES - 1 adds, where LANES horizontal sums take about
@@ -111,14 +116,13 @@ def _tree_sum(builder, vecs: list):
             for g in range(len(ia)):  # a's group g -> new group 2g, b's -> 2g + 1
                 lo += [g * w + t for t in range(h)] + [LANES + g * w + t for t in range(h)]
                 hi += [g * w + h + t for t in range(h)] + [LANES + g * w + h + t for t in range(h)]
-            mask = lambda idx: ir.Constant(ir.VectorType(_I32, LANES), idx)  # noqa: E731
-            c = builder.fadd(builder.shuffle_vector(a, b, mask(lo)), builder.shuffle_vector(a, b, mask(hi)))
+            c = builder.fadd(builder.shuffle_vector(a, b, _lanes(lo)), builder.shuffle_vector(a, b, _lanes(hi)))
             nxt.append((c, [x for pair in zip(ia, ib) for x in pair]))
         items, w = nxt, h
     total, order = items[0]
     where = {acc: lane for lane, acc in enumerate(order)}
     undef = ir.Constant(total.type, ir.Undefined)
-    return builder.shuffle_vector(total, undef, ir.Constant(ir.VectorType(_I32, LANES), [where[i] for i in range(LANES)]))
+    return builder.shuffle_vector(total, undef, _lanes([where[i] for i in range(LANES)]))
 
 
 def _loop(builder, start, stop, step, carried: list, body) -> list:
@@ -222,15 +226,14 @@ def _make_rows_tile(nv: int, masked: bool = False):
     return rows_tile
 
 
-def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False, full: bool = False):
+def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False):
     """Input-gradient tile in gather form, nch input channels x nv*LANES lanes of one input pixel: for j < nj
     (block channel c = j0 + j), dx[xoff[c] + xbase + l] += sum_{n<nq} sum_{r<R} w[wbase + r*K + c*p + qv[n]] *
     gy[goff[r] + qoff[n] + gbase + l]. ``qv``/``qoff``: the kernel cells whose output pixel exists, and that
     pixel's offset. A repeated channel (j >= nj) adds zeros, after the real one's store. ``masked``: the NCHW-plane
     form, with (masks, qm, mbase, lrow, first): vector v of cell n reads only the lanes of masks[qm[n] + mbase + v] of
     the gradient, only the lanes of masks[lrow + mbase + v] of dx are written, and a channel c with first[c] != 0 (the
-    first of its writers) overwrites dx instead of adding to it; a repeated channel writes nothing. ``full``: the caller
-    guarantees nj == nch, so the weights are loaded without the select that zeroes a repeated channel's."""
+    first of its writers) overwrites dx instead of adding to it; a repeated channel writes nothing."""
     def codegen(context, builder, signature, args):
         (a_w, v_wb, v_k, v_r, v_p, v_j0, v_nj, a_qv, a_qo, v_nq, a_g, a_go, v_gb, a_dx, a_xo, v_xb) = args[:16]
         elem, vec, align = _vector(context, signature.args[0].dtype)
@@ -268,9 +271,7 @@ def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False, full: bool
                 wr = builder.mul(r, v_k)
                 out = []
                 for j in range(nch):
-                    wj = _at(builder, wd, builder.add(wq[j], wr))
-                    if not full:
-                        wj = builder.select(live[j], wj, zero_e)
+                    wj = builder.select(live[j], _at(builder, wd, builder.add(wq[j], wr)), zero_e)
                     wv = _splat(builder, vec, wj)
                     out += [builder.call(fma, [wv, gv[v], acc[j * nv + v]]) for v in range(nv)]
                 return out
@@ -425,5 +426,4 @@ dot_tile = _make_dot_tile(DOT_COLS)
 # lane-masked loads and stores, so shifted reads of an unpadded plane need no padded copy
 rows_plane = _make_rows_tile(WIDE_NV, masked=True)
 gather_plane, gather_plane_pair = (_make_gather_tile(WIDE_NV, nch, masked=True) for nch in (TILE, 2))
-gather_plane_full = _make_gather_tile(WIDE_NV, TILE, masked=True, full=True)  # four channels, none repeated
 dot_plane = _make_dot_tile(DOT_COLS, masked=True)
