@@ -439,6 +439,28 @@ def test_planes_variant_weight_gradient_chunks(monkeypatch, packed, images):
     compare_block(sparse, dense, torch.randn(7, 7, 4, 4, dtype=D))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vector_sum_any_length_reads_nothing_outside(dtype):
+    """The bias gradient's vector sum over runs of every length up to five vectors plus a tail, at odd offsets, in a
+    buffer that is NaN outside the run (the masked tail reads nothing past it)."""
+    import numpy as np
+    from numba import njit
+
+    from sparsetrain.kernels.cpu.microkernels import vector_sum
+
+    @njit
+    def total(a, lo, n):
+        return vector_sum(a, lo, n)
+
+    rng = np.random.default_rng(0)
+    for n in range(5 * 4 * LANES + 3):
+        for lo in (0, 1, 3):
+            buf = np.full(lo + n + 2 * LANES, np.nan, dtype=np.float32 if dtype == torch.float32 else np.float64)
+            buf[lo:lo + n] = rng.standard_normal(n)
+            got = total(buf, lo, n)
+            np.testing.assert_allclose(got, buf[lo:lo + n].astype(np.float64).sum(), rtol=1e-5, atol=1e-5)
+
+
 def test_planes_variant_chained_contiguous():
     """Two planes layers: the output and every gradient are contiguous NCHW tensors, the output can be modified in
     place, and a channels_last input works; against dense autograd."""

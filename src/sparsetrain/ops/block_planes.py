@@ -115,12 +115,16 @@ class BlockPlanesConv2dFunction(torch.autograd.Function):
             slices = 1 if B >= 2 * threads else min(ntiles, -(-2 * threads // B))  # runs of tiles for small batches
             block_dx_planes(gy, pp.goff, vals, pp.qoff, pp.qm, pp.xch, pp.first, pp.unused, dx_np.reshape(-1),
                             pp.dx_masks, pp.nvp, C, OC, P, slices)
+        need_db = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
             dw_np = np_empty(values.shape, values.dtype)
             dw = torch.from_numpy(dw_np)
+            db_np = np_empty(OC if need_db else 0, dy.dtype)  # the bias gradient rides on dW's reads of dy
+            if need_db:
+                db = torch.from_numpy(db_np)
             parts = min(-(-R // TILE), -(-2 * threads // t))  # two tasks per thread at least, where rows allow
             block_dw_planes(gy, pp.goff, np_view(x).reshape(-1), pp.xoff, pp.xch, pp.packed, pp.qm, dw_np, pp.fwd_masks,
-                            pp.nvp, C, OC, P, pp.nb, parts, pp.dw_packed)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+                            pp.nvp, C, OC, P, pp.nb, parts, pp.dw_packed, pp.ids, db_np)
+        elif need_db:
             db = dy.sum((0, 2, 3))
         return dx, dw, db, None, None, None, None, None, None

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .microkernels import DOT_COLS, LANES, TILE, WIDE_NV, dot_plane, gather_plane, gather_plane_pair, rows_plane
+from .microkernels import (DOT_COLS, LANES, TILE, WIDE_NV, dot_plane, gather_plane, gather_plane_pair, rows_plane,
+                           vector_sum)
 from .runs import JIT
 
 
@@ -105,7 +106,7 @@ def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nv
 
 
 @njit(**JIT)
-def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P, nb, parts, packed):
+def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P, nb, parts, packed, ids, db):
     """Weight gradient of the blocks, ``dw`` (t, R, K) overwritten. A task owns one of ``parts`` slices of a block's
     rows (whole four-row tiles) and walks the batch in chunks of ``nb`` images. In NCHW one channel's planes of
     successive images lie C*P elements apart, a power of two here, so a chunk's planes of one channel share a
@@ -114,7 +115,9 @@ def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P,
     rows; large ones are read in place (``xoff`` (t, K)), in chunks of one or two images. Each register tile takes
     four rows and four channels at one cell (one lane mask for all four columns) and adds its sums to the task's
     tile-major buffer with one vector (a reduction tree, not sixteen horizontal sums); the buffer is written to
-    ``dw`` at the end."""
+    ``dw`` at the end. With a ``db`` of OC elements (else empty), also the bias gradient: each task sums its rows of
+    the gradient chunk by chunk, right after packing them (or, in place, just before its tiles read them), so the
+    gradient is not read from memory once more for it; ``ids`` (t, R) the rows' output channels."""
     t, R, K = dw.shape
     p = qm.shape[1]
     c = K // p
@@ -133,6 +136,7 @@ def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P,
         buf = np.zeros((rb1 - rb0) * p * ncb * LANES, dw.dtype)
         xpack = np.empty(c * span if packed else 0, x.dtype)
         gpack = np.empty(TILE * span if packed else 0, gy.dtype)
+        rsum = np.zeros(rb1 * TILE - rb0 * TILE if db.size else 0, np.float64)  # the task's rows' bias gradient
         for n0 in range(0, B, nb):
             nh = min(nb, B - n0)
             gs, xs = gy[n0 * OC * P:], x[n0 * C * P:]
@@ -149,6 +153,13 @@ def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P,
                         for h in range(nh):
                             src = (n0 + h) * OC * P + goff[g, r0 + i]
                             gpack[i * span + h * P:i * span + (h + 1) * P] = gy[src:src + P]
+                        if db.size:
+                            rsum[r0 - rb0 * TILE + i] += vector_sum(gpack, i * span, nh * P)
+                elif db.size:
+                    for i in range(nr):
+                        for h in range(nh):
+                            src = (n0 + h) * OC * P + goff[g, r0 + i]
+                            rsum[r0 - rb0 * TILE + i] += vector_sum(gy, src, P)
                 for q in range(p):
                     for cb in range(ncb):
                         tile = ((rb - rb0) * p + q) * ncb + cb
@@ -159,6 +170,9 @@ def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P,
                         else:
                             dot_plane(gs, goff[g], r0, nr, xs, xoff[g], k0, nk, nh, rowlen, OC * P, C * P, buf,
                                       tile * LANES, K, masks, p, qm[g, q], lrow)
+        if db.size:
+            for r in range(rb0 * TILE, min(R, rb1 * TILE)):
+                db[ids[g, r]] = rsum[r - rb0 * TILE]
         for rb in range(rb0, rb1):
             r0 = rb * TILE
             for q in range(p):
