@@ -424,48 +424,19 @@ def test_planes_variant_reads_nothing_outside_the_planes():
     torch.testing.assert_close(sparse.values.grad, sparse.layout.gather(dense.weight.grad))
 
 
-@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("packed", [True, False])
 @pytest.mark.parametrize("images", [1, 3, 1 << 10])
-def test_planes_variant_weight_gradient_chunks(monkeypatch, packed, images, fused):
+def test_planes_variant_weight_gradient_chunks(monkeypatch, packed, images):
     """dW walks the batch in chunks of images, packed or read in place: one image per chunk, a ragged last chunk,
-    the whole batch; block rows and channels that are not a multiple of the register tile. Packed chunks of a
-    batch that gives each thread one go through the one-pass backward (dX and dW from the same pack) unless
-    ``FUSED_BACKWARD`` is off; the buffers start as NaN."""
+    the whole batch; block rows and channels that are not a multiple of the register tile."""
     import sparsetrain.ops.block_planes as bp
-    nan_buffers(monkeypatch)
     monkeypatch.setattr(bp, "DW_PACKED_BELOW", 1 << 30 if packed else 0)
     monkeypatch.setattr(bp, "DW_PACK_ELEMS", images * 4 * 16)  # images of the 4x4 planes below per packed chunk
     monkeypatch.setattr(bp, "DW_VECTORS", images * -(-16 // LANES))
-    monkeypatch.setattr(bp, "FUSED_BACKWARD", fused)
-    calls = []
-    one_pass = bp.block_bwd_planes
-    monkeypatch.setattr(bp, "block_bwd_planes", lambda *a: calls.append(1) or one_pass(*a))
     sparse, dense = conv_pair(7, 12, 3, 0.3, 2, variant="planes", padding=1)
     rows, cols = sparse.layout.block_shape
     assert rows % 4 and (cols // sparse.cells.shape[1]) % 4  # partial row and channel tiles
     compare_block(sparse, dense, torch.randn(7, 7, 4, 4, dtype=D))
-    assert bool(calls) == (fused and packed and -(-7 // images) >= torch.get_num_threads())
-    compare_block(sparse, dense, torch.randn(5, 7, 4, 4, dtype=D), needs_x_grad=False)  # dW alone: two passes
-
-
-def test_planes_variant_one_pass_backward_unused_channels_and_bias(monkeypatch):
-    """The one-pass backward with input channels in no group (their gradient is zeroed per chunk), channels shared
-    by several groups (the first stores, the later add), a bias, 8x8 and ragged 5x7 planes, float32 and float64."""
-    import sparsetrain.ops.block_planes as bp
-    nan_buffers(monkeypatch)
-    monkeypatch.setattr(bp, "DW_PACK_ELEMS", 2 * 4 * 64)  # two 8x8 images per chunk: several chunks per thread
-    calls = []
-    one_pass = bp.block_bwd_planes
-    monkeypatch.setattr(bp, "block_bwd_planes", lambda *a: calls.append(1) or one_pass(*a))
-    for density, dtype, hw in ((0.05, torch.float32, (8, 8)), (0.4, D, (8, 8)), (0.4, D, (5, 7))):
-        conv = nn.Conv2d(16, 24, 3, padding=1).to(dtype)
-        layout = hrbp_random(conv.weight.shape, density, groups=4, min_rows=1,
-                             generator=torch.Generator().manual_seed(1))
-        sparse = BlockSparseConv2d.from_dense(conv, layout, variant="planes")
-        tol = 1e-4 if dtype == torch.float32 else 1e-9
-        compare_block(sparse, conv, torch.randn(9, 16, *hw, dtype=dtype), rtol=tol, atol=tol)
-    assert len(calls) == 3
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

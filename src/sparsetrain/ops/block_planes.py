@@ -16,8 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..kernels.cpu.block_planes import (block_bwd_planes, block_dw_planes, block_dx_planes, block_fwd_planes,
-                                        plane_masks)
+from ..kernels.cpu.block_planes import block_dw_planes, block_dx_planes, block_fwd_planes, plane_masks
 from ..kernels.cpu.microkernels import LANES, TILE, WIDE_NV
 from .common import np_empty, np_view, refuse_double_backward, zeros
 from .conv import ConvGeometry
@@ -27,9 +26,6 @@ from .threads import sync_threads
 DW_PACKED_BELOW = 256  # dW packs its chunks for planes of fewer pixels (8x8: 1.4x faster packed; 32x32: 1.5x in place)
 DW_PACK_ELEMS = 2048  # elements of the four packed gradient rows of one dW chunk: 8 KB, in L1 (16 KB: 1.0-1.3x slower)
 DW_VECTORS = 32  # vectors of a plane per dW register tile and in-place chunk (16x16: 2 images, 32x32: 1)
-# packed planes: dX and dW in one pass over dy (block_bwd_planes) when the batch gives every thread a chunk;
-# A/B against the two passes, 8x8 layers at 90-95%: 1.00-1.06x (it reads dy once instead of twice)
-FUSED_BACKWARD = True
 
 
 class PlanesPlan(NamedTuple):
@@ -109,34 +105,9 @@ class BlockPlanesConv2dFunction(torch.autograd.Function):
         dy = dy.contiguous()
         gy = np_view(dy).reshape(-1)
         vals = np_view(values)
+        dx = dw = db = None
         threads = sync_threads()
         t, R = pp.goff.shape
-        need_db = ctx.has_bias and ctx.needs_input_grad[2]
-        want_dx, want_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        chunks = -(-B // pp.nb)
-        dx_np = np_empty((B, C, H, W) if want_dx else 0, dy.dtype)
-        dw_np = np_empty(values.shape if want_dw else 0, values.dtype)
-        db_np = np_empty(OC if need_db and want_dw else 0, dy.dtype)  # the bias gradient rides on dW's reads of dy
-        dx = torch.from_numpy(dx_np) if want_dx else None  # the tensors before the kernels, as in forward
-        dw = torch.from_numpy(dw_np) if want_dw else None
-        db = torch.from_numpy(db_np) if db_np.size else None
-        if want_dx and want_dw and pp.dw_packed and FUSED_BACKWARD and chunks >= threads:
-            block_bwd_planes(gy, pp.goff, vals, pp.qoff, pp.qm, pp.xch, pp.first, pp.unused, dx_np.reshape(-1),
-                             pp.dx_masks, np_view(x).reshape(-1), pp.packed, dw_np, pp.fwd_masks, pp.nvp, C, OC, P,
-                             pp.nb, min(chunks, threads), pp.ids, db_np)
-            return dx, dw, db, None, None, None, None, None, None
-        if want_dx:
-            ntiles = pp.nvp // WIDE_NV
-            slices = 1 if B >= 2 * threads else min(ntiles, -(-2 * threads // B))  # runs of tiles for small batches
-            block_dx_planes(gy, pp.goff, vals, pp.qoff, pp.qm, pp.xch, pp.first, pp.unused, dx_np.reshape(-1),
-                            pp.dx_masks, pp.nvp, C, OC, P, slices)
-        if want_dw:
-            parts = min(-(-R // TILE), -(-2 * threads // t))  # two tasks per thread at least, where rows allow
-            block_dw_planes(gy, pp.goff, np_view(x).reshape(-1), pp.xoff, pp.xch, pp.packed, pp.qm, dw_np, pp.fwd_masks,
-                            pp.nvp, C, OC, P, pp.nb, parts, pp.dw_packed, pp.ids, db_np)
-        elif need_db:
-            db = dy.sum((0, 2, 3))
-        return dx, dw, db, None, None, None, None, None, None
         if ctx.needs_input_grad[0]:
             dx_np = np_empty((B, C, H, W), dy.dtype)
             dx = torch.from_numpy(dx_np)
@@ -144,6 +115,7 @@ class BlockPlanesConv2dFunction(torch.autograd.Function):
             slices = 1 if B >= 2 * threads else min(ntiles, -(-2 * threads // B))  # runs of tiles for small batches
             block_dx_planes(gy, pp.goff, vals, pp.qoff, pp.qm, pp.xch, pp.first, pp.unused, dx_np.reshape(-1),
                             pp.dx_masks, pp.nvp, C, OC, P, slices)
+        need_db = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
             dw_np = np_empty(values.shape, values.dtype)
             dw = torch.from_numpy(dw_np)

@@ -16,8 +16,6 @@ plane (rounded up to whole tiles, the masks of the vectors past the plane are 0)
 * ``block_dx_planes``   dX in gather form per (image, run of tiles) task: four channels of a group sum the group's
   rows over its cells (masks of the output pixels that exist) and store (first group) or add to dX.
 * ``block_dw_planes``   dW per (group, slice of rows) task: 4 x ``DOT_COLS`` dot products over chunks of images.
-* ``block_bwd_planes``  dX and dW in one pass for small planes: per run of chunks of images, each group's packed
-  gradient rows feed both (the gradient is read once, not twice).
 
 Why: on VGG-19's 8x8 and 16x16 layers the batch-last ``tiled`` kernels spend about 30% of a step in the four
 NCHW <-> batch-last copies (docs/hrbp.md); here there are none.
@@ -184,94 +182,3 @@ def block_dw_planes(gy, goff, x, xoff, xch, pxoff, qm, dw, masks, nvp, C, OC, P,
                         for j in range(min(DOT_COLS, c - cb * DOT_COLS)):
                             k = (cb * DOT_COLS + j) * p + q
                             d[(g * R + r0 + i) * K + k] = buf[tile * LANES + i * DOT_COLS + j]
-
-
-@njit(**JIT)
-def block_bwd_planes(gy, goff, vals, qoff, qm, xch, first, unused, dx, dx_masks, x, pxoff, dw, fwd_masks, nvp, C, OC,
-                     P, nb, parts, ids, db):
-    """Input and weight gradient in one pass over the output gradient, for small planes (``block_dw_planes`` packs
-    them): a task owns one of ``parts`` runs of chunks of ``nb`` images and, group by group, packs the group's
-    gradient rows and input channels of a chunk once, adds the chunk's dW products to its own buffer and computes
-    the chunk's dX from the same pack. Separate passes read the whole gradient twice (it is the largest tensor of a
-    layer at 90% and more: C_O channels of every image), this one once. Arguments as in ``block_dx_planes`` and
-    ``block_dw_planes`` (``pxoff`` the packed block columns); ``db`` as there. The tasks' dW buffers are summed
-    at the end."""
-    t, R, K = vals.shape
-    p = qm.shape[1]
-    c = K // p
-    w = vals.ravel()
-    d = dw.ravel()
-    B = dx.size // (C * P)
-    nchunks = -(-B // nb)
-    nrb = (R + TILE - 1) // TILE
-    ncb = (c + DOT_COLS - 1) // DOT_COLS
-    ntiles = nvp // WIDE_NV
-    lrow_f = fwd_masks.size - nvp
-    lrow_d = dx_masks.size - nvp
-    rowlen = -(-P // LANES) * LANES
-    span = nb * P
-    packed_rows = np.arange(R) * span  # a block row's plane of image 0 in the gradient pack
-    ntile_sums = t * nrb * p * ncb * LANES
-    sums = np.zeros((parts, ntile_sums), dw.dtype)
-    rsums = np.zeros((parts, OC if db.size else 0), np.float64)
-    qv = np.arange(p)
-    for part in prange(parts):
-        buf = sums[part]
-        xpack = np.empty(c * span, x.dtype)
-        gpack = np.empty(R * span, gy.dtype)
-        for chunk in range(part * nchunks // parts, (part + 1) * nchunks // parts):
-            n0 = chunk * nb
-            nh = min(nb, B - n0)
-            for h in range(nh):
-                for ch in unused:
-                    dx[(n0 + h) * C * P + ch * P:(n0 + h) * C * P + (ch + 1) * P] = 0.0
-            for g in range(t):
-                for j in range(c):
-                    for h in range(nh):
-                        src = (n0 + h) * C * P + xch[g, j]
-                        xpack[j * span + h * P:j * span + (h + 1) * P] = x[src:src + P]
-                for r in range(R):
-                    for h in range(nh):
-                        src = (n0 + h) * OC * P + goff[g, r]
-                        gpack[r * span + h * P:r * span + (h + 1) * P] = gy[src:src + P]
-                    if db.size:
-                        rsums[part, ids[g, r]] += vector_sum(gpack, r * span, nh * P)
-                for rb in range(nrb):
-                    r0 = rb * TILE
-                    for q in range(p):
-                        for cb in range(ncb):
-                            tile = ((g * nrb + rb) * p + q) * ncb + cb
-                            dot_plane(gpack, packed_rows, r0, min(TILE, R - r0), xpack, pxoff[g], cb * DOT_COLS * p + q,
-                                      min(DOT_COLS, c - cb * DOT_COLS), nh, rowlen, P, P, buf, tile * LANES, K,
-                                      fwd_masks, p, qm[g, q], lrow_f)
-                for h in range(nh):
-                    for j0 in range(0, c, TILE):
-                        nj = min(TILE, c - j0)
-                        for tl in range(ntiles):
-                            v0 = tl * WIDE_NV
-                            xb = (n0 + h) * C * P + v0 * LANES
-                            gb = h * P + v0 * LANES
-                            if nj <= 2:
-                                gather_plane_pair(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gpack, packed_rows, gb,
-                                                  dx, xch[g], xb, dx_masks, qm[g], v0, lrow_d, first[g])
-                            else:
-                                gather_plane(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gpack, packed_rows, gb, dx,
-                                             xch[g], xb, dx_masks, qm[g], v0, lrow_d, first[g])
-    for g in range(t):
-        for rb in range(nrb):
-            r0 = rb * TILE
-            for q in range(p):
-                for cb in range(ncb):
-                    tile = ((g * nrb + rb) * p + q) * ncb + cb
-                    for i in range(min(TILE, R - r0)):
-                        for j in range(min(DOT_COLS, c - cb * DOT_COLS)):
-                            total = 0.0
-                            for part in range(parts):
-                                total += sums[part, tile * LANES + i * DOT_COLS + j]
-                            d[(g * R + r0 + i) * K + (cb * DOT_COLS + j) * p + q] = total
-    if db.size:
-        for oc in range(OC):
-            total = 0.0
-            for part in range(parts):
-                total += rsums[part, oc]
-            db[oc] = total
