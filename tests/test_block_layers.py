@@ -125,8 +125,11 @@ def test_chained_batch_last_layers_and_default_variant():
     assert choose_block_variant(torch.randn(16, 16, 8, 8), b.geometry) == "planes"  # a whole register tile per plane
     assert choose_block_variant(torch.randn(1, 16, 7, 7), b.geometry) == "planes"  # 49 of 64 lanes
     assert choose_block_variant(torch.randn(32, 16, 32, 32), b.geometry) == "planes"
-    if LANES * WIDE_NV == 64:  # AVX-512: a 4x4 plane would fill a quarter of a tile
-        assert choose_block_variant(torch.randn(16, 16, 4, 4), b.geometry) == "tiled"
+    if LANES * WIDE_NV == 64:  # AVX-512: a 4x4 plane fills a vector, one per image (image tiles), up to batch 64
+        assert choose_block_variant(torch.randn(16, 16, 4, 4), b.geometry) == "planes"
+        assert choose_block_variant(torch.randn(64, 16, 4, 4), b.geometry) == "planes"
+        assert choose_block_variant(torch.randn(128, 16, 4, 4), b.geometry) == "tiled"
+        assert choose_block_variant(torch.randn(16, 16, 2, 2), b.geometry) == "tiled"  # a quarter of a vector
     unpadded = conv_pair(16, 16, 3, 0.3, 2, seed=1)[0]  # padding 0: the output plane shrinks
     assert choose_block_variant(torch.randn(16, 16, 8, 8), unpadded.geometry) == "tiled"
     assert choose_block_variant(torch.randn(32, 16, 34, 34), unpadded.geometry) == "runs"
@@ -379,9 +382,10 @@ def test_planes_variant_any_plane(monkeypatch, hw, geo):
     compare_block(sparse, dense, torch.randn(3, 6, *hw, dtype=D), needs_x_grad=False)
 
 
-def test_planes_variant_unused_channels_and_float32(monkeypatch):
+@pytest.mark.parametrize("hw", [(8, 8), (4, 4)], ids=str)  # plane tiles; image tiles (one plane per vector)
+def test_planes_variant_unused_channels_and_float32(monkeypatch, hw):
     """Input channels in no group get a zero gradient (the kernel writes them, the buffer is uninitialised: NaN here),
-    in float32, with a frozen weight too."""
+    in float32, with a frozen weight too; a batch of 5 leaves the last image tile one image."""
     nan_buffers(monkeypatch)
     conv = nn.Conv2d(16, 8, 3, padding=1)
     layout = hrbp_random(conv.weight.shape, 0.05, groups=2, min_rows=1, generator=torch.Generator().manual_seed(0))
@@ -389,7 +393,7 @@ def test_planes_variant_unused_channels_and_float32(monkeypatch):
     unused = torch.ones(16, dtype=torch.bool)
     unused[layout.channels.flatten()] = False
     assert bool(unused.any())
-    x = torch.randn(5, 16, 8, 8, requires_grad=True)
+    x = torch.randn(5, 16, *hw, requires_grad=True)
     sparse(x).sum().backward()
     assert bool((x.grad[:, unused] == 0).all())
     sparse.zero_grad()
@@ -404,15 +408,16 @@ def test_planes_variant_unused_channels_and_float32(monkeypatch):
     torch.testing.assert_close(xs.grad, xd.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_planes_variant_reads_nothing_outside_the_planes():
+@pytest.mark.parametrize("hw", [(6, 7), (3, 3)], ids=str)  # plane tiles; image tiles (the tile's last two masked)
+def test_planes_variant_reads_nothing_outside_the_planes(hw):
     """The masked loads touch no memory past a plane: input and output gradient are views into buffers whose other
     images are NaN, and every result is finite and equals dense autograd."""
     sparse, dense = conv_pair(5, 8, 3, 0.4, 2, variant="planes", padding=1)
     with torch.no_grad():
         dense.weight.mul_(sparse.mask())
     nan = float("nan")
-    xbuf, gbuf = torch.full((4, 5, 6, 7), nan, dtype=D), torch.full((4, 8, 6, 7), nan, dtype=D)
-    xbuf[1:3], gbuf[1:3] = torch.randn(2, 5, 6, 7, dtype=D), torch.randn(2, 8, 6, 7, dtype=D)
+    xbuf, gbuf = torch.full((4, 5, *hw), nan, dtype=D), torch.full((4, 8, *hw), nan, dtype=D)
+    xbuf[1:3], gbuf[1:3] = torch.randn(2, 5, *hw, dtype=D), torch.randn(2, 8, *hw, dtype=D)
     xs, gy = xbuf[1:3].requires_grad_(), gbuf[1:3]
     xd = xs.detach().clone().requires_grad_()
     ys, yd = sparse(xs), dense(xd)

@@ -22,7 +22,7 @@ from ..kernels.cpu.block import (col2im_add, col2im_add_bl, gather_columns, gath
 from ..kernels.cpu.microkernels import LANES, WIDE_NV
 from .common import (batch_first, batch_last, check_conv_input, check_cpu_input, np_view, refuse_double_backward,
                      unviewed)
-from .block_planes import BlockPlanesConv2dFunction
+from .block_planes import BlockPlanesConv2dFunction, image_tiles
 from .block_runs import BlockRunsConv2dFunction
 from .block_tiles import BlockTilesConv2dFunction
 from .conv import ConvGeometry
@@ -173,23 +173,33 @@ def block_variants(geo: ConvGeometry) -> tuple[str, ...]:
 
 
 def plane_fill(h: int, w: int) -> float:
-    """The share of the ``planes`` variant's lanes that an h x w plane fills (its register tiles cover whole
-    multiples of ``WIDE_NV * LANES`` pixels)."""
+    """The share of the ``planes`` variant's lanes that an h x w plane fills: its register tiles cover whole
+    multiples of ``WIDE_NV * LANES`` pixels, or with image tiles (planes of at most one vector) one vector per
+    image."""
+    if image_tiles(h * w):
+        return h * w / LANES
     tile = WIDE_NV * LANES
     return h * w / (-(-(h * w) // tile) * tile)
+
+
+# image-tile planes (4x4 maps with AVX-512) against `tiled`/`batch-last`, whole layer steps at 90-95%: 1.2-1.5x at
+# batch 8-16, 1.05-1.1x at 32-64, 0.85-1.01x at 128 (docs/hrbp.md)
+IMAGE_TILES_MAX_BATCH = 64
 
 
 def choose_block_variant(x: torch.Tensor, geo: ConvGeometry) -> str:
     """Without timing (measured on VGG-19's and ResNet-32's layers, docs/hrbp.md): the NCHW-plane register tiles for
     a stride-1 conv that keeps its plane, where the plane fills at least 3/4 of their lanes (8x8 and larger with
-    AVX-512; 4x4 and 2x2 planes would be mostly idle lanes); else, for stride 1, the batch-last register tiles on
+    AVX-512, and 4x4 as image tiles up to a batch of ``IMAGE_TILES_MAX_BATCH``; 2x2 planes would be mostly idle
+    lanes); else, for stride 1, the batch-last register tiles on
     maps narrower than 32 with a batch of at least 16 (a smaller one would be mostly padding lanes); else
     batch-last when output rows are short (< 16) and the batch gives runs of at least 8; else runs over the width
     for stride 1 (no column matrix) and over-width otherwise."""
     _, ow = geo.out_size(x.shape[-2], x.shape[-1])
     batch = x.shape[0] if x.dim() == 4 else 1
     stride1 = geo.stride == (1, 1)
-    if geo.keeps_plane and plane_fill(x.shape[-2], x.shape[-1]) >= 0.75:
+    h, w = x.shape[-2], x.shape[-1]
+    if geo.keeps_plane and plane_fill(h, w) >= 0.75 and (batch <= IMAGE_TILES_MAX_BATCH or not image_tiles(h * w)):
         return "planes"
     if stride1 and ow < 32 and batch >= 16:
         return "tiled"

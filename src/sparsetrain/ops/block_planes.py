@@ -28,6 +28,12 @@ DW_PACK_ELEMS = 2048  # elements of the four packed gradient rows of one dW chun
 DW_VECTORS = 32  # vectors of a plane per dW register tile and in-place chunk (16x16: 2 images, 32x32: 1)
 
 
+def image_tiles(pixels: int) -> bool:
+    """Whether the planes kernels take image tiles (a vector per image's whole plane) for planes of ``pixels``: at
+    most one vector's worth, where a tile has more than one vector (AVX-512; 4x4 planes and smaller)."""
+    return pixels <= LANES and WIDE_NV > 1
+
+
 class PlanesPlan(NamedTuple):
     """Offsets and lane masks of one plane size (NumPy, ready for the kernels)."""
 
@@ -45,6 +51,7 @@ class PlanesPlan(NamedTuple):
     nvp: int  # vectors per plane, whole tiles
     nb: int  # images per dW chunk
     dw_packed: bool  # dW packs its chunks (small planes)
+    images: bool  # image tiles: a vector per image's plane (planes of at most LANES pixels, with WIDE_NV > 1)
 
 
 def planes_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: torch.Tensor, geo: ConvGeometry,
@@ -73,7 +80,7 @@ def planes_plan(plan: Plan, rows: torch.Tensor, channels: torch.Tensor, cells: t
         first[torch.from_numpy(at)] = 1
         unused = np.setdiff1d(np.arange(C), seen)
         arrays = kernel_arrays(xoff, ids * P, ids, -shift[cells_], cells_ * nvp, ch * P, packed, first.view(t, c))
-        return PlanesPlan(*arrays, unused.astype(np.int64), fwd, dxm, nvp, nb, dw_packed)
+        return PlanesPlan(*arrays, unused.astype(np.int64), fwd, dxm, nvp, nb, dw_packed, image_tiles(P))
     return cached(plan, ("block-planes", C, H, W), build)
 
 
@@ -90,7 +97,7 @@ class BlockPlanesConv2dFunction(torch.autograd.Function):
         b = np_view(bias) if bias is not None else zeros(out_channels, x.dtype)
         sync_threads()
         block_fwd_planes(np_view(x).reshape(-1), pp.xoff, pp.qm, np_view(values), pp.ids, b, y.reshape(-1),
-                         pp.fwd_masks, pp.nvp, C, out_channels, H * W)
+                         pp.fwd_masks, pp.nvp, C, out_channels, H * W, pp.images)
         ctx.save_for_backward(x, values)
         ctx.pp, ctx.has_bias = pp, bias is not None
         return out
@@ -114,7 +121,7 @@ class BlockPlanesConv2dFunction(torch.autograd.Function):
             ntiles = pp.nvp // WIDE_NV
             slices = 1 if B >= 2 * threads else min(ntiles, -(-2 * threads // B))  # runs of tiles for small batches
             block_dx_planes(gy, pp.goff, vals, pp.qoff, pp.qm, pp.xch, pp.first, pp.unused, dx_np.reshape(-1),
-                            pp.dx_masks, pp.nvp, C, OC, P, slices)
+                            pp.dx_masks, pp.nvp, C, OC, P, slices, pp.images)
         need_db = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
             dw_np = np_empty(values.shape, values.dtype)

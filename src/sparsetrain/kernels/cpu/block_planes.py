@@ -9,7 +9,10 @@ and touch no memory. No padded copy, no batch-last layout and no transposes back
 and output gradient as they are and write the NCHW output and input gradient themselves.
 
 Vectors run along a plane (``LANES`` pixels), each tile ``WIDE_NV`` vectors of one image; ``nvp`` vectors per
-plane (rounded up to whole tiles, the masks of the vectors past the plane are 0). ``masks`` holds one row of
+plane (rounded up to whole tiles, the masks of the vectors past the plane are 0). Planes of at most ``LANES``
+pixels (4x4 with AVX-512) take *image tiles* instead (``images``): a vector holds one image's whole plane and a
+tile the same plane of ``WIDE_NV`` images (``C*P`` apart), all under the plane's first mask row, so a 4x4 plane
+fills its vectors instead of a quarter of a tile. ``masks`` holds one row of
 ``nvp`` lane masks per kernel cell (bit l = lane l) followed by one row of the plane's own lanes (at ``lrow``).
 
 * ``block_fwd_planes``  y = bias + W_g @ X_g per (image, group, tile of the plane) task; four rows share each load.
@@ -45,15 +48,24 @@ def plane_masks(H: int, W: int, dh: np.ndarray, dw: np.ndarray) -> np.ndarray:
 
 
 @njit(**JIT)
-def block_fwd_planes(x, xoff, qm, vals, ids, bias, y, masks, nvp, C, OC, P):
+def block_fwd_planes(x, xoff, qm, vals, ids, bias, y, masks, nvp, C, OC, P, images):
     """Forward, ``y`` (B, OC, P) flat overwritten; ``x`` (B, C, P) flat; ``vals`` (t, R, K); ``xoff`` (t, K) block
-    column offsets in an image (channel plane + shift), ``qm`` (t, p) the mask rows of the cells; ``ids`` (t, R)."""
+    column offsets in an image (channel plane + shift), ``qm`` (t, p) the mask rows of the cells; ``ids`` (t, R).
+    ``images``: image tiles (planes of at most LANES pixels), per (group of WIDE_NV images, group) task."""
     t, R, K = vals.shape
     p = qm.shape[1]
     w = vals.ravel()
     B = x.size // (C * P)
     ntiles = nvp // WIDE_NV
     lrow = masks.size - nvp
+    if images:
+        for task in prange(-(-B // WIDE_NV) * t):
+            n0 = task // t * WIDE_NV
+            g = task % t
+            for r0 in range(0, R, TILE):
+                rows_plane(w, g * R * K, K, min(TILE, R - r0), x, xoff[g], n0 * C * P, y, ids[g], r0, P, n0 * OC * P,
+                           bias, masks, qm[g], 0, lrow, p, C * P, OC * P, 0, min(WIDE_NV, B - n0))
+        return
     for task in prange(B * t * ntiles):
         n = task // (t * ntiles)
         rest = task - n * (t * ntiles)
@@ -63,11 +75,11 @@ def block_fwd_planes(x, xoff, qm, vals, ids, bias, y, masks, nvp, C, OC, P):
         yb = n * OC * P + v0 * LANES
         for r0 in range(0, R, TILE):
             rows_plane(w, g * R * K, K, min(TILE, R - r0), x, xoff[g], xb, y, ids[g], r0, P, yb, bias, masks, qm[g],
-                       v0, lrow, p)
+                       v0, lrow, p, LANES, LANES, 1, WIDE_NV)
 
 
 @njit(**JIT)
-def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nvp, C, OC, P, slices):
+def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nvp, C, OC, P, slices, images):
     """Input gradient, ``dx`` (B, C, P) flat overwritten; ``gy`` (B, OC, P); ``goff`` (t, R) row planes; ``qoff`` (t, p)
     each cell's output pixel relative to the input pixel, ``qm`` (t, p) its mask rows in ``masks`` (of the output
     pixels); ``xoff`` (t, c) each block channel's plane; ``first`` (t, c) 1 where group g is the first to write that
@@ -83,6 +95,23 @@ def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nv
     ntiles = nvp // WIDE_NV
     lrow = masks.size - nvp
     qv = np.arange(p)
+    if images:  # image tiles: a task per group of WIDE_NV images, every channel
+        for task in prange(-(-B // WIDE_NV)):
+            n0 = task * WIDE_NV
+            nval = min(WIDE_NV, B - n0)
+            for h in range(nval):
+                for ch in unused:
+                    dx[(n0 + h) * C * P + ch * P:(n0 + h) * C * P + (ch + 1) * P] = 0.0
+            for g in range(t):
+                for j0 in range(0, c, TILE):
+                    nj = min(TILE, c - j0)
+                    if nj <= 2:
+                        gather_plane_pair(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], n0 * OC * P, dx,
+                                          xoff[g], n0 * C * P, masks, qm[g], 0, lrow, first[g], OC * P, C * P, 0, nval)
+                    else:
+                        gather_plane(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], n0 * OC * P, dx,
+                                     xoff[g], n0 * C * P, masks, qm[g], 0, lrow, first[g], OC * P, C * P, 0, nval)
+        return
     for task in prange(B * slices):
         n = task // slices
         sl = task - n * slices
@@ -99,10 +128,10 @@ def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nv
                     gb = n * OC * P + v0 * LANES
                     if nj <= 2:
                         gather_plane_pair(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], gb, dx, xoff[g],
-                                          xb, masks, qm[g], v0, lrow, first[g])
+                                          xb, masks, qm[g], v0, lrow, first[g], LANES, LANES, 1, WIDE_NV)
                     else:
                         gather_plane(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], gb, dx, xoff[g], xb,
-                                     masks, qm[g], v0, lrow, first[g])
+                                     masks, qm[g], v0, lrow, first[g], LANES, LANES, 1, WIDE_NV)
 
 
 @njit(**JIT)

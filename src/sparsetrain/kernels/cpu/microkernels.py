@@ -82,6 +82,18 @@ def _mask(builder, masks, index):
     return builder.bitcast(bits, ir.VectorType(ir.IntType(1), LANES))
 
 
+def _vector_masks(builder, masks, row, nv: int, step, nvalid) -> list:
+    """The lane masks of a tile's nv vectors: vector v takes masks[row + v*step] where v < nvalid, else none. Plane
+    tiles (step 1) take the masks of successive runs of a plane; image tiles (step 0, one plane of at most LANES
+    pixels per vector, a vector per image) share one, and a last group of fewer images masks the rest off."""
+    off = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [ir.Constant(ir.IntType(1), 0)] * LANES)
+    out = []
+    for v in range(nv):
+        m = _mask(builder, masks, builder.add(row, builder.mul(_const(v), step)))
+        out.append(builder.select(builder.icmp_signed("<", _const(v), nvalid), m, off))
+    return out
+
+
 def _masked_load(builder, vec: ir.VectorType, bits: int, ptr, mask, align: int):
     """Load the lanes of ``mask`` (the others read as zero and touch no memory)."""
     fnty = ir.FunctionType(vec, [vec.as_pointer(), _I32, mask.type, vec])
@@ -158,7 +170,9 @@ def _make_rows_tile(nv: int, masked: bool = False):
     ``masked``: the NCHW-plane form (``block_planes.py``), with five more arguments (masks, qm, mbase, lrow, p): the
     K = c*p columns are (channel j, cell q) at k = j*p + q, vector v of cell q loads only the lanes of
     masks[qm[q] + mbase + v] (the others are zero) and the tile stores only those of masks[lrow + mbase + v]. The
-    reduction runs cell by cell, so each cell's masks are loaded once for all its channels."""
+    reduction runs cell by cell, so each cell's masks are loaded once for all its channels. Four more (xvstride,
+    yvstride, mstep, nvalid) place the tile's vectors: vector v reads x at + v*xvstride, writes y at + v*yvstride
+    and takes mask row + v*mstep, and vectors v >= nvalid are masked off entirely (see ``_vector_masks``)."""
     def codegen(context, builder, signature, args):
         a_w, v_wb, v_k, v_nr, a_x, a_xo, v_xb, a_y, a_ids, v_r0, v_ys, v_yb, a_b = args[:13]
         elem, vec, align = _vector(context, signature.args[0].dtype)
@@ -171,9 +185,16 @@ def _make_rows_tile(nv: int, masked: bool = False):
         ids_ = [_at(builder, idd, r) for r in rows]
         zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * LANES)
 
+        if masked:  # vector v of the tile: the v-th LANES pixels of one plane, or (image tiles) the v-th image's
+            v_xs, v_yvs, v_ms, v_nval = args[18:22]
+            xstep = [builder.mul(_const(v), v_xs) for v in range(nv)]
+            ystep = [builder.mul(_const(v), v_yvs) for v in range(nv)]
+        else:
+            xstep = ystep = [_const(v * LANES) for v in range(nv)]
+
         def column(k, acc, masks=None):
             o = builder.add(_at(builder, xo, k), v_xb)
-            ptrs = [_vptr(builder, xd, builder.add(o, _const(v * LANES)), vec) for v in range(nv)]
+            ptrs = [_vptr(builder, xd, builder.add(o, xstep[v]), vec) for v in range(nv)]
             if masks is None:
                 xv = [builder.load(ptr, align=align) for ptr in ptrs]
             else:
@@ -189,20 +210,18 @@ def _make_rows_tile(nv: int, masked: bool = False):
             v_mb, v_lr, v_p = args[15], args[16], args[17]
 
             def cell(q, acc):
-                mrow = builder.add(_at(builder, qmd, q), v_mb)
-                masks = [_mask(builder, md, builder.add(mrow, _const(v))) for v in range(nv)]
+                masks = _vector_masks(builder, md, builder.add(_at(builder, qmd, q), v_mb), nv, v_ms, v_nval)
                 return _loop(builder, q, v_k, v_p, acc, lambda k, acc: column(k, acc, masks))
 
             acc = _loop(builder, _const(0), v_p, 1, [zero] * (TILE * nv), cell)
         else:
             acc = _loop(builder, _const(0), v_k, 1, [zero] * (TILE * nv), column)
-        lane = [_mask(builder, md, builder.add(builder.add(v_lr, v_mb), _const(v))) for v in range(nv)] \
-            if masked else None
+        lane = _vector_masks(builder, md, builder.add(v_lr, v_mb), nv, v_ms, v_nval) if masked else None
         for i in range(TILE):
             bv = _splat(builder, vec, _at(builder, bd, ids_[i]))
             base = builder.add(builder.mul(ids_[i], v_ys), v_yb)
             for v in range(nv):
-                ptr = _vptr(builder, yd, builder.add(base, _const(v * LANES)), vec)
+                ptr = _vptr(builder, yd, builder.add(base, ystep[v]), vec)
                 value = builder.fadd(acc[i * nv + v], bv)
                 if masked:
                     _masked_store(builder, vec, bits, value, ptr, lane[v], align)
@@ -213,10 +232,10 @@ def _make_rows_tile(nv: int, masked: bool = False):
     if masked:
         @intrinsic
         def rows_tile_masked(typingctx, w, wbase, K, nr, x, xoff, xbase, y, ids, r0, ystride, ybase, bias, masks,
-                             qm, mbase, lrow, p):
+                             qm, mbase, lrow, p, xvstride, yvstride, mstep, nvalid):
             return types.void(w, types.int64, types.int64, types.int64, x, xoff, types.int64, y, ids, types.int64,
                               types.int64, types.int64, bias, masks, qm, types.int64, types.int64,
-                              types.int64), codegen
+                              types.int64, *(types.int64,) * 4), codegen
         return rows_tile_masked
 
     @intrinsic
@@ -233,7 +252,8 @@ def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False):
     pixel's offset. A repeated channel (j >= nj) adds zeros, after the real one's store. ``masked``: the NCHW-plane
     form, with (masks, qm, mbase, lrow, first): vector v of cell n reads only the lanes of masks[qm[n] + mbase + v] of
     the gradient, only the lanes of masks[lrow + mbase + v] of dx are written, and a channel c with first[c] != 0 (the
-    first of its writers) overwrites dx instead of adding to it; a repeated channel writes nothing."""
+    first of its writers) overwrites dx instead of adding to it; a repeated channel writes nothing. Four more
+    (gvstride, dvstride, mstep, nvalid) place the vectors as in the forward tile."""
     def codegen(context, builder, signature, args):
         (a_w, v_wb, v_k, v_r, v_p, v_j0, v_nj, a_qv, a_qo, v_nq, a_g, a_go, v_gb, a_dx, a_xo, v_xb) = args[:16]
         elem, vec, align = _vector(context, signature.args[0].dtype)
@@ -245,6 +265,11 @@ def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False):
         if masked:
             md, qmd = (_data(context, builder, signature.args[i], args[i]) for i in (16, 17))
             v_mb, v_lr = args[18], args[19]
+            v_gvs, v_dvs, v_ms, v_nval = args[21:25]
+            gstep = [builder.mul(_const(v), v_gvs) for v in range(nv)]
+            dstep = [builder.mul(_const(v), v_dvs) for v in range(nv)]
+        else:
+            gstep = dstep = [_const(v * LANES) for v in range(nv)]
         chans = [_clamped(builder, j, v_nj, v_j0) for j in range(nch)]
         live = [builder.icmp_signed("<", _const(j), v_nj) for j in range(nch)]
         wcol = [builder.add(v_wb, builder.mul(c, v_p)) for c in chans]
@@ -256,11 +281,10 @@ def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False):
             gq = builder.add(_at(builder, qod, n), v_gb)
             wq = [builder.add(b, q) for b in wcol]
             if masked:  # the cell's lane masks hold for all of its rows
-                mrow = builder.add(_at(builder, qmd, n), v_mb)
-                cmask = [_mask(builder, md, builder.add(mrow, _const(v))) for v in range(nv)]
+                cmask = _vector_masks(builder, md, builder.add(_at(builder, qmd, n), v_mb), nv, v_ms, v_nval)
 
             def load(o, v):
-                ptr = _vptr(builder, gd, builder.add(o, _const(v * LANES)), vec)
+                ptr = _vptr(builder, gd, builder.add(o, gstep[v]), vec)
                 if masked:
                     return _masked_load(builder, vec, bits, ptr, cmask[v], align)
                 return builder.load(ptr, align=align)
@@ -280,7 +304,7 @@ def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False):
 
         acc = _loop(builder, _const(0), v_nq, 1, [zero] * (nch * nv), cell)
         if masked:
-            lane = [_mask(builder, md, builder.add(builder.add(v_lr, v_mb), _const(v))) for v in range(nv)]
+            lane = _vector_masks(builder, md, builder.add(v_lr, v_mb), nv, v_ms, v_nval)
             fd = _data(context, builder, signature.args[20], args[20])
             none = ir.Constant(lane[0].type, [ir.Constant(ir.IntType(1), 0)] * LANES)
         for j in range(nch):
@@ -289,7 +313,7 @@ def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False):
                 first = builder.icmp_signed("!=", _at(builder, fd, chans[j]), _const(0))
                 keep = builder.and_(live[j], builder.not_(first))
             for v in range(nv):
-                ptr = _vptr(builder, dd, builder.add(base, _const(v * LANES)), vec)
+                ptr = _vptr(builder, dd, builder.add(base, dstep[v]), vec)
                 if masked:
                     old = _masked_load(builder, vec, bits, ptr, builder.select(keep, lane[v], none), align)
                     _masked_store(builder, vec, bits, builder.fadd(old, acc[j * nv + v]), ptr,
@@ -302,9 +326,9 @@ def _make_gather_tile(nv: int, nch: int = TILE, masked: bool = False):
     if masked:
         @intrinsic
         def gather_tile_masked(typingctx, w, wbase, K, R, p, j0, nj, qv, qoff, nq, gy, goff, gbase, dx, xoff, xbase,
-                               masks, qm, mbase, lrow, first):
+                               masks, qm, mbase, lrow, first, gvstride, dvstride, mstep, nvalid):
             return types.void(w, *base_sig, qv, qoff, types.int64, gy, goff, types.int64, dx, xoff, types.int64, masks,
-                              qm, types.int64, types.int64, first), codegen
+                              qm, types.int64, types.int64, first, *(types.int64,) * 4), codegen
         return gather_tile_masked
 
     @intrinsic
