@@ -185,7 +185,7 @@ def _make_rows_tile(nv: int, masked: bool = False):
         ids_ = [_at(builder, idd, r) for r in rows]
         zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * LANES)
 
-        if masked:  # vector v of the tile: the v-th LANES pixels of one plane, or (image tiles) the v-th image's
+        if masked:  # vector v: the v-th LANES pixels of one plane, or (image tiles) the v-th image's plane
             v_xs, v_yvs, v_ms, v_nval = args[18:22]
             xstep = [builder.mul(_const(v), v_xs) for v in range(nv)]
             ystep = [builder.mul(_const(v), v_yvs) for v in range(nv)]
