@@ -78,6 +78,18 @@ def block_fwd_planes(x, xoff, qm, vals, ids, bias, y, masks, nvp, C, OC, P, imag
                        v0, lrow, p, LANES, LANES, 1, WIDE_NV)
 
 
+@njit(inline="always")
+def _gather(w, wbase, K, R, p, j0, nj, qv, qoff, gy, goff, gb, dx, xoff, xb, masks, qm, mbase, lrow, first, gvs, dvs,
+            mstep, nval):
+    """One dX register tile of ``nj`` channels from j0 (the two-channel tile for a group's last one or two)."""
+    if nj <= 2:
+        gather_plane_pair(w, wbase, K, R, p, j0, nj, qv, qoff, p, gy, goff, gb, dx, xoff, xb, masks, qm, mbase, lrow,
+                          first, gvs, dvs, mstep, nval)
+    else:
+        gather_plane(w, wbase, K, R, p, j0, nj, qv, qoff, p, gy, goff, gb, dx, xoff, xb, masks, qm, mbase, lrow,
+                     first, gvs, dvs, mstep, nval)
+
+
 @njit(**JIT)
 def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nvp, C, OC, P, slices, images):
     """Input gradient, ``dx`` (B, C, P) flat overwritten; ``gy`` (B, OC, P); ``goff`` (t, R) row planes; ``qoff`` (t, p)
@@ -104,13 +116,8 @@ def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nv
                     dx[(n0 + h) * C * P + ch * P:(n0 + h) * C * P + (ch + 1) * P] = 0.0
             for g in range(t):
                 for j0 in range(0, c, TILE):
-                    nj = min(TILE, c - j0)
-                    if nj <= 2:
-                        gather_plane_pair(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], n0 * OC * P, dx,
-                                          xoff[g], n0 * C * P, masks, qm[g], 0, lrow, first[g], OC * P, C * P, 0, nval)
-                    else:
-                        gather_plane(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], n0 * OC * P, dx,
-                                     xoff[g], n0 * C * P, masks, qm[g], 0, lrow, first[g], OC * P, C * P, 0, nval)
+                    _gather(w, g * R * K, K, R, p, j0, min(TILE, c - j0), qv, qoff[g], gy, goff[g], n0 * OC * P, dx,
+                            xoff[g], n0 * C * P, masks, qm[g], 0, lrow, first[g], OC * P, C * P, 0, nval)
         return
     for task in prange(B * slices):
         n = task // slices
@@ -126,12 +133,8 @@ def block_dx_planes(gy, goff, vals, qoff, qm, xoff, first, unused, dx, masks, nv
                     v0 = tile * WIDE_NV
                     xb = n * C * P + v0 * LANES
                     gb = n * OC * P + v0 * LANES
-                    if nj <= 2:
-                        gather_plane_pair(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], gb, dx, xoff[g],
-                                          xb, masks, qm[g], v0, lrow, first[g], LANES, LANES, 1, WIDE_NV)
-                    else:
-                        gather_plane(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], p, gy, goff[g], gb, dx, xoff[g], xb,
-                                     masks, qm[g], v0, lrow, first[g], LANES, LANES, 1, WIDE_NV)
+                    _gather(w, g * R * K, K, R, p, j0, nj, qv, qoff[g], gy, goff[g], gb, dx, xoff[g], xb, masks,
+                            qm[g], v0, lrow, first[g], LANES, LANES, 1, WIDE_NV)
 
 
 @njit(**JIT)
