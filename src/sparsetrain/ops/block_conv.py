@@ -195,10 +195,10 @@ def choose_block_variant(x: torch.Tensor, geo: ConvGeometry) -> str:
     maps narrower than 32 with a batch of at least 16 (a smaller one would be mostly padding lanes); else
     batch-last when output rows are short (< 16) and the batch gives runs of at least 8; else runs over the width
     for stride 1 (no column matrix) and over-width otherwise."""
-    _, ow = geo.out_size(x.shape[-2], x.shape[-1])
+    h, w = x.shape[-2], x.shape[-1]
+    _, ow = geo.out_size(h, w)
     batch = x.shape[0] if x.dim() == 4 else 1
     stride1 = geo.stride == (1, 1)
-    h, w = x.shape[-2], x.shape[-1]
     if geo.keeps_plane and plane_fill(h, w) >= 0.75 and (batch <= IMAGE_TILES_MAX_BATCH or not image_tiles(h * w)):
         return "planes"
     if stride1 and ow < 32 and batch >= 16:
